@@ -1,0 +1,3 @@
+//! Shared helpers for hetvis benchmarks.
+
+pub mod stats;

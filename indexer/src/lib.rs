@@ -1,0 +1,3 @@
+//! `hetvis-indexer`: embeds a gallery with the gallery model and keeps a persistent nearest-neighbour index.
+
+pub mod flat;

@@ -1,0 +1,7 @@
+//! Data sets read from disk.
+
+pub mod fashion_mnist;
+pub mod idx;
+
+pub use fashion_mnist::{FashionMnist, Split};
+pub use idx::{DataError, LabelledImages};

@@ -1,0 +1,6 @@
+//! ONNX: protobuf messages and a small graph builder.
+
+pub mod graph;
+pub mod proto;
+
+pub use graph::{Dim, GraphBuilder};

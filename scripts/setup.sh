@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# One-command set-up: a project-local venv with the native libraries hetvis links against
+# (libtorch for the trainer, ONNX Runtime for everything that embeds), the Fashion-MNIST data set,
+# and a LIBTORCH directory that torch-sys can build against. Idempotent and fast when already done.
+#
+#   scripts/setup.sh          CPU libraries (default)
+#   GPU=1 scripts/setup.sh    CUDA builds: full torch wheel with its CUDA stack, onnxruntime-gpu
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+gpu="${GPU:-0}"
+[ "$gpu" = "1" ] && flavour=gpu || flavour=cpu
+
+torch_version=2.13.0
+ort_version=1.31.1
+stamp="$venv/.hetvis-setup-$flavour-torch$torch_version-ort$ort_version"
+
+log() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+ensure_fashion_mnist() {
+  local dir=/usr/share/datasets/fashion-mnist
+  if [ -s "$dir/train-images-idx3-ubyte.gz" ] && [ -s "$dir/t10k-labels-idx1-ubyte.gz" ]; then
+    return
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo_cmd=(sudo -n)
+    else
+      die "Fashion-MNIST is missing and this is not root. Run once:
+    sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist
+then re-run 'make setup'."
+    fi
+  else
+    sudo_cmd=()
+  fi
+  log "installing Debian package dataset-fashion-mnist"
+  if ! "${sudo_cmd[@]}" apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1; then
+    log "apt-get update (package lists are stale or missing)"
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends dataset-fashion-mnist
+  fi
+  [ -s "$dir/train-images-idx3-ubyte.gz" ] || die "dataset-fashion-mnist installed but $dir is empty"
+}
+
+ensure_venv() {
+  if [ -f "$stamp" ] && [ -e "$venv/libtorch/lib/libtorch_cpu.so" ]; then
+    return
+  fi
+  command -v python3 >/dev/null || die "python3 (3.11) is required"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating venv $venv"
+    python3 -m venv "$venv"
+  fi
+  # A flavour switch (cpu <-> gpu) must also relink torch-sys, which only rebuilds when $LIBTORCH changes name.
+  if compgen -G "$venv/.hetvis-setup-*" >/dev/null && command -v cargo >/dev/null; then
+    (cd "$root" && cargo clean -q -p torch-sys 2>/dev/null) || true
+  fi
+  rm -f "$venv"/.hetvis-setup-*
+  local pip=("$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q)
+  if [ "$flavour" = gpu ]; then
+    log "installing torch==$torch_version with CUDA dependencies and onnxruntime-gpu==$ort_version (several GB)"
+    "$venv/bin/python" -m pip uninstall -y -q onnxruntime >/dev/null 2>&1 || true
+    "${pip[@]}" "torch==$torch_version" "onnxruntime-gpu==$ort_version"
+  else
+    # The registry's torch wheel is a CUDA build. libtorch_cpu.so itself only NEEDs cudart and cupti,
+    # so install torch without its dependency list plus those two small runtime wheels.
+    log "installing torch==$torch_version (CPU libraries only) and onnxruntime==$ort_version"
+    "$venv/bin/python" -m pip uninstall -y -q onnxruntime-gpu >/dev/null 2>&1 || true
+    "${pip[@]}" --no-deps "torch==$torch_version" 'nvidia-cuda-runtime==13.0.96.*' 'nvidia-cuda-cupti==13.0.85.*'
+    "${pip[@]}" --no-deps "onnxruntime==$ort_version"
+  fi
+  make_libtorch_dir
+  touch "$stamp"
+}
+
+# torch-sys wants a LIBTORCH directory with include/ and lib/. Build one from symlinks into the wheel.
+# On CPU, leave out the CUDA libraries (torch-sys would link torch_cuda when present) and point
+# libtorch.so (a shim that NEEDs libtorch_cuda.so) at libtorch_cpu.so.
+make_libtorch_dir() {
+  local site torch_dir lt
+  site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  torch_dir="$site/torch"
+  [ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "torch wheel has no lib/libtorch_cpu.so under $torch_dir"
+  lt="$venv/libtorch"
+  rm -rf "$lt"
+  mkdir -p "$lt/lib"
+  ln -s "$torch_dir/include" "$lt/include"
+  [ -d "$torch_dir/share" ] && ln -s "$torch_dir/share" "$lt/share"
+  local f name
+  for f in "$torch_dir"/lib/*; do
+    name="$(basename "$f")"
+    if [ "$flavour" = cpu ]; then
+      case "$name" in
+        libtorch_cuda*.so|libc10_cuda.so|libtorch.so|libtorch_nvshmem.so|libcaffe2_nvrtc.so|libtorch_python.so) continue ;;
+      esac
+    fi
+    ln -s "$f" "$lt/lib/$name"
+  done
+  [ "$flavour" = cpu ] && ln -s "$torch_dir/lib/libtorch_cpu.so" "$lt/lib/libtorch.so"
+  echo "$torch_version" >"$lt/build-version"
+  echo "$flavour" >"$lt/flavour"
+}
+
+ensure_fashion_mnist
+ensure_venv
+log "ready ($flavour): venv $(du -sh "$venv" 2>/dev/null | cut -f1), LIBTORCH=$venv/libtorch"

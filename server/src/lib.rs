@@ -1,0 +1,3 @@
+//! `hetvis-server`: heterogeneous visual search over HTTP.
+
+pub mod routes;
