@@ -2,6 +2,13 @@
 //!
 //! Nothing here links libtorch or an HTTP stack; the trainer (tch), indexer and server all build on it.
 
+pub mod arch;
 pub mod data;
+pub mod embed;
+pub mod flops;
+pub mod manifest;
+pub mod metrics;
 pub mod onnx;
+pub mod preprocess;
 pub mod runtime;
+pub mod weights;

@@ -28,21 +28,39 @@ pub enum Op {
         bias: bool,
     },
     /// Batch norm over channels of a 4-D (NCHW) or 2-D (NC) tensor. `affine: false` has no weight/bias.
-    BatchNorm { name: String, channels: usize, affine: bool },
+    BatchNorm {
+        name: String,
+        channels: usize,
+        affine: bool,
+    },
     Relu,
     Relu6,
-    MaxPool { kernel: usize, stride: usize, padding: usize },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
     /// NCHW -> NC.
     GlobalAvgPool,
-    Linear { name: String, cin: usize, cout: usize, bias: bool },
+    Linear {
+        name: String,
+        cin: usize,
+        cout: usize,
+        bias: bool,
+    },
     /// Elementwise sum of two inputs of the same shape.
     Add,
     /// Channels `[start, start + len)` of a NCHW tensor.
-    SliceChannels { start: usize, len: usize },
+    SliceChannels {
+        start: usize,
+        len: usize,
+    },
     /// Concatenation of the inputs along channels.
     Concat,
     /// ShuffleNet channel shuffle: view as (groups, C/groups), transpose, flatten.
-    ChannelShuffle { groups: usize },
+    ChannelShuffle {
+        groups: usize,
+    },
     /// Row-wise L2 normalisation of an NC tensor (the embedding output).
     L2Normalize,
 }
@@ -60,7 +78,9 @@ impl Op {
     /// The layer name, for layers that own tensors.
     pub fn name(&self) -> Option<&str> {
         match self {
-            Op::Conv { name, .. } | Op::BatchNorm { name, .. } | Op::Linear { name, .. } => Some(name),
+            Op::Conv { name, .. } | Op::BatchNorm { name, .. } | Op::Linear { name, .. } => {
+                Some(name)
+            }
             _ => None,
         }
     }
@@ -82,13 +102,22 @@ impl Op {
                 bias,
                 ..
             } => {
-                let mut v = vec![p(name, "weight", vec![*cout, cin / groups, *kernel, *kernel], true)];
+                let mut v = vec![p(
+                    name,
+                    "weight",
+                    vec![*cout, cin / groups, *kernel, *kernel],
+                    true,
+                )];
                 if *bias {
                     v.push(p(name, "bias", vec![*cout], true));
                 }
                 v
             }
-            Op::BatchNorm { name, channels, affine } => {
+            Op::BatchNorm {
+                name,
+                channels,
+                affine,
+            } => {
                 let mut v = Vec::new();
                 if *affine {
                     v.push(p(name, "weight", vec![*channels], true));
@@ -98,7 +127,12 @@ impl Op {
                 v.push(p(name, "running_var", vec![*channels], false));
                 v
             }
-            Op::Linear { name, cin, cout, bias } => {
+            Op::Linear {
+                name,
+                cin,
+                cout,
+                bias,
+            } => {
                 let mut v = vec![p(name, "weight", vec![*cout, *cin], true)];
                 if *bias {
                     v.push(p(name, "bias", vec![*cout], true));
@@ -146,7 +180,11 @@ impl Shape {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum NetError {
     #[error("node {node} ({op}): {message}")]
-    Shape { node: usize, op: String, message: String },
+    Shape {
+        node: usize,
+        op: String,
+        message: String,
+    },
     #[error("node {node} refers to value {value}, which is not defined before it")]
     Dangling { node: usize, value: ValueId },
     #[error("duplicate layer name {0}")]
@@ -242,21 +280,38 @@ impl Net {
                 } => {
                     let (c, h, w) = chw(one()?)?;
                     if c != *cin || cin % groups != 0 || cout % groups != 0 || *stride == 0 {
-                        return Err(err(format!("input has {c} channels, conv wants {cin} (groups {groups})")));
+                        return Err(err(format!(
+                            "input has {c} channels, conv wants {cin} (groups {groups})"
+                        )));
                     }
-                    Shape::Chw(*cout, conv_out(h, *kernel, *stride, *padding), conv_out(w, *kernel, *stride, *padding))
+                    Shape::Chw(
+                        *cout,
+                        conv_out(h, *kernel, *stride, *padding),
+                        conv_out(w, *kernel, *stride, *padding),
+                    )
                 }
                 Op::BatchNorm { channels, .. } => {
                     let s = one()?;
                     if s.channels() != *channels {
-                        return Err(err(format!("input has {} channels, BN wants {channels}", s.channels())));
+                        return Err(err(format!(
+                            "input has {} channels, BN wants {channels}",
+                            s.channels()
+                        )));
                     }
                     s
                 }
                 Op::Relu | Op::Relu6 => one()?,
-                Op::MaxPool { kernel, stride, padding } => {
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let (c, h, w) = chw(one()?)?;
-                    Shape::Chw(c, conv_out(h, *kernel, *stride, *padding), conv_out(w, *kernel, *stride, *padding))
+                    Shape::Chw(
+                        c,
+                        conv_out(h, *kernel, *stride, *padding),
+                        conv_out(w, *kernel, *stride, *padding),
+                    )
                 }
                 Op::GlobalAvgPool => Shape::Flat(chw(one()?)?.0),
                 Op::Linear { cin, cout, .. } => match one()? {

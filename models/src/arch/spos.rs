@@ -1,0 +1,219 @@
+//! The Single Path One-Shot (SPOS) search space used by CMP-NAS: ShuffleNetV2-based, 20 choice layers in stages
+//! of [4, 4, 8, 4], four block choices and ten width choices per layer.
+
+use serde::{Deserialize, Serialize};
+
+use super::blocks::{make_divisible, Act, ConvBn};
+use super::net::{Net, ValueId};
+use super::shufflenetv2::ShuffleUnit;
+use super::{ArchError, Stem};
+
+pub const LAYERS: usize = 20;
+pub const STAGE_REPEATS: [usize; 4] = [4, 4, 8, 4];
+/// ShuffleNet unit with depthwise 3x3, 5x5, 7x7, and the Xception-style unit.
+pub const BLOCK_CHOICES: usize = 4;
+/// Width scales 0.2, 0.4, ..., 2.0 of a unit's default mid channels (`index + 1) / 5`).
+pub const WIDTH_CHOICES: usize = 10;
+/// The width index of scale 1.0.
+pub const DEFAULT_WIDTH: u8 = 4;
+/// The architecture the SPOS paper reports (block choices only, default widths): ~323 MMACs at 224 px.
+pub const REFERENCE_BLOCKS: [u8; LAYERS] =
+    [2, 1, 0, 1, 2, 0, 2, 0, 2, 0, 2, 3, 0, 0, 0, 0, 3, 2, 3, 3];
+
+const STEM_CHANNELS: usize = 16;
+const STAGE_CHANNELS: [usize; 4] = [64, 160, 320, 640];
+const LAST_CHANNELS: usize = 1024;
+
+/// The search space: a channel multiplier for every width (the paper's 1.0 / 0.75 / 0.5 FLOPs tiers) and the stem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SposSpace {
+    #[serde(default = "one")]
+    pub multiplier: f64,
+    #[serde(default)]
+    pub stem: Stem,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for SposSpace {
+    fn default() -> Self {
+        Self {
+            multiplier: 1.0,
+            stem: Stem::Imagenet,
+        }
+    }
+}
+
+/// Shape of one choice layer, fixed by the space; the choices only change what happens inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChoiceLayer {
+    pub cin: usize,
+    pub cout: usize,
+    pub stride: usize,
+    /// Mid channels at scale 1.0; the widest choice (2.0) has twice as many.
+    pub base_mid: usize,
+}
+
+impl ChoiceLayer {
+    /// Mid channels for width index `w` (scale `(w + 1) / 5`), exact in integers.
+    pub fn mid(&self, w: u8) -> usize {
+        (self.base_mid * (w as usize + 1) / 5).max(1)
+    }
+
+    pub fn max_mid(&self) -> usize {
+        self.mid(WIDTH_CHOICES as u8 - 1)
+    }
+}
+
+impl SposSpace {
+    fn ch(&self, c: usize) -> usize {
+        make_divisible(c as f64 * self.multiplier, 4)
+    }
+
+    pub fn stem_channels(&self) -> usize {
+        self.ch(STEM_CHANNELS)
+    }
+
+    pub fn last_channels(&self) -> usize {
+        self.ch(LAST_CHANNELS)
+    }
+
+    pub fn stem_stride(&self) -> usize {
+        match self.stem {
+            Stem::Imagenet => 2,
+            Stem::Small => 1,
+        }
+    }
+
+    /// The 20 choice layers in order.
+    pub fn layers(&self) -> Vec<ChoiceLayer> {
+        let mut cin = self.stem_channels();
+        let mut out = Vec::with_capacity(LAYERS);
+        for (stage, &n) in STAGE_REPEATS.iter().enumerate() {
+            let cout = self.ch(STAGE_CHANNELS[stage]);
+            for i in 0..n {
+                out.push(ChoiceLayer {
+                    cin,
+                    cout,
+                    stride: if i == 0 { 2 } else { 1 },
+                    base_mid: cout / 2,
+                });
+                cin = cout;
+            }
+        }
+        out
+    }
+
+    pub fn validate(&self) -> Result<(), ArchError> {
+        if !(self.multiplier > 0.0 && self.multiplier <= 4.0) {
+            return Err(ArchError::Invalid(format!(
+                "SPOS multiplier {} outside (0, 4]",
+                self.multiplier
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One concrete network of the space: a block and a width choice per layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SposSpec {
+    #[serde(default)]
+    pub space: SposSpace,
+    /// Block choice per layer, 0..4.
+    pub blocks: Vec<u8>,
+    /// Width choice per layer, 0..10 (4 = scale 1.0). Empty means all default.
+    #[serde(default)]
+    pub widths: Vec<u8>,
+}
+
+impl SposSpec {
+    pub fn reference() -> Self {
+        Self {
+            space: SposSpace::default(),
+            blocks: REFERENCE_BLOCKS.to_vec(),
+            widths: vec![DEFAULT_WIDTH; LAYERS],
+        }
+    }
+
+    pub fn width(&self, layer: usize) -> u8 {
+        self.widths.get(layer).copied().unwrap_or(DEFAULT_WIDTH)
+    }
+
+    pub fn validate(&self) -> Result<(), ArchError> {
+        self.space.validate()?;
+        if self.blocks.len() != LAYERS {
+            return Err(ArchError::Invalid(format!(
+                "SPOS needs {LAYERS} block choices, got {}",
+                self.blocks.len()
+            )));
+        }
+        if !self.widths.is_empty() && self.widths.len() != LAYERS {
+            return Err(ArchError::Invalid(format!(
+                "SPOS needs {LAYERS} width choices (or none), got {}",
+                self.widths.len()
+            )));
+        }
+        if let Some(b) = self.blocks.iter().find(|&&b| b as usize >= BLOCK_CHOICES) {
+            return Err(ArchError::Invalid(format!(
+                "SPOS block choice {b} outside 0..{BLOCK_CHOICES}"
+            )));
+        }
+        if let Some(w) = self.widths.iter().find(|&&w| w as usize >= WIDTH_CHOICES) {
+            return Err(ArchError::Invalid(format!(
+                "SPOS width choice {w} outside 0..{WIDTH_CHOICES}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Layer names are `features.{layer}`; the super-network uses the same names per block choice, so a child
+    /// inherits its weights by name and slices them to its widths.
+    pub fn lower_features(
+        &self,
+        net: &mut Net,
+        x: ValueId,
+        in_ch: usize,
+    ) -> Result<(ValueId, usize), ArchError> {
+        self.validate()?;
+        let space = &self.space;
+        let mut x = ConvBn::new(
+            in_ch,
+            space.stem_channels(),
+            3,
+            space.stem_stride(),
+            Act::Relu,
+        )
+        .push(net, x, "stem");
+        for (i, layer) in space.layers().iter().enumerate() {
+            x = choice_unit(layer, self.blocks[i], self.width(i), true).push(
+                net,
+                x,
+                &format!("features.{i}"),
+            );
+        }
+        let last = space.last_channels();
+        let cin = space
+            .layers()
+            .last()
+            .map_or(space.stem_channels(), |l| l.cout);
+        let x = ConvBn::new(cin, last, 1, 1, Act::Relu).push(net, x, "last");
+        Ok((x, last))
+    }
+}
+
+/// The unit a choice layer becomes for a block and width choice.
+pub fn choice_unit(layer: &ChoiceLayer, block: u8, width: u8, affine: bool) -> ShuffleUnit {
+    ShuffleUnit {
+        cin: layer.cin,
+        cout: layer.cout,
+        mid: layer.mid(width),
+        kernel: [3, 5, 7, 3][block as usize],
+        stride: layer.stride,
+        xception: block == 3,
+        affine,
+        proj_out: layer.cin,
+    }
+}
