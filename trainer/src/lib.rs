@@ -2,3 +2,4 @@
 
 pub mod device;
 pub mod smoke;
+pub mod tch_net;

@@ -2,6 +2,7 @@
 
 pub mod fashion_mnist;
 pub mod idx;
+pub mod synthetic;
 
 pub use fashion_mnist::{FashionMnist, Split};
 pub use idx::{DataError, LabelledImages};
