@@ -1,5 +1,10 @@
 //! `hetvis-trainer`: libtorch training through `tch`. The only crate of the workspace that links libtorch.
 
+pub mod data;
 pub mod device;
+pub mod eval;
+pub mod head;
+pub mod preset;
 pub mod smoke;
 pub mod tch_net;
+pub mod train;

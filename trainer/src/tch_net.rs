@@ -190,21 +190,36 @@ impl TchNet {
         self.run(x, train)[self.net.output].shallow_clone()
     }
 
-    /// Copies this network's tensors (weights and BN statistics) out of the VarStore into a [`Weights`] map
-    /// under their `models` names, ready for export.
-    pub fn weights(&self, vs: &nn::VarStore) -> Result<Weights, tch::TchError> {
-        let vars = vs.variables();
+    /// This network's tensors (weights and BN statistics) under their `models` names, ready for export. Read
+    /// from the tensors the layers hold, so it works wherever the VarStore put them.
+    pub fn weights(&self) -> Result<Weights, tch::TchError> {
         let mut w = Weights::default();
-        for p in self.net.params() {
-            let t = vars.get(&p.name).ok_or_else(|| {
-                tch::TchError::FileFormat(format!("VarStore has no tensor {}", p.name))
-            })?;
-            let data = Vec::<f32>::try_from(
-                t.to_kind(Kind::Float)
-                    .to_device(tch::Device::Cpu)
-                    .flatten(0, -1),
-            )?;
-            w.insert(p.name, p.shape, data);
+        for (node, layer) in self.net.nodes.iter().zip(&self.layers) {
+            // Same order as `Op::params()`.
+            let tensors: Vec<&Tensor> = match layer {
+                Layer::Conv { weight, bias, .. } | Layer::Linear { weight, bias } => {
+                    std::iter::once(weight).chain(bias.as_ref()).collect()
+                }
+                Layer::BatchNorm {
+                    weight,
+                    bias,
+                    mean,
+                    var,
+                } => weight
+                    .iter()
+                    .chain(bias.as_ref())
+                    .chain([mean, var])
+                    .collect(),
+                Layer::Stateless => Vec::new(),
+            };
+            for (p, t) in node.op.params().into_iter().zip(tensors) {
+                let data = Vec::<f32>::try_from(
+                    t.to_kind(Kind::Float)
+                        .to_device(tch::Device::Cpu)
+                        .flatten(0, -1),
+                )?;
+                w.insert(p.name, p.shape, data);
+            }
         }
         Ok(w)
     }

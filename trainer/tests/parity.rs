@@ -105,7 +105,7 @@ fn tch_and_onnx_runtime_agree_on_real_images() {
         model.set_bn_momentum(1.0);
         let _ = tch::no_grad(|| model.forward_t(&calib, true));
         let expected = tch::no_grad(|| model.forward_t(&x, false));
-        let weights = model.weights(&vs).unwrap();
+        let weights = model.weights().unwrap();
         let manifest = ModelManifest::for_spec(
             "parity",
             Role::Query,
@@ -139,4 +139,68 @@ fn tch_and_onnx_runtime_agree_on_real_images() {
         // The embeddings are not degenerate (distinct images give distinct unit vectors).
         assert!((got[0] - got[32]).abs() + (got[1] - got[33]).abs() > 1e-6);
     }
+}
+
+/// The trained gallery network (ResNet-101 depth) agrees with its ONNX export on real images.
+#[test]
+fn trained_gallery_resnet101_matches_its_onnx_export() {
+    use hetvis_trainer::data::{Dataset, Source};
+    use hetvis_trainer::preset;
+    use hetvis_trainer::train::{self, Objective, RunConfig};
+
+    hetvis_models::runtime::init(None).unwrap();
+    let p = preset::load("tiny", None).unwrap();
+    let pre = Preprocessing::fashion_mnist(p.input_size);
+    let fm = FashionMnist::from_env();
+    let ds = Dataset::load(
+        &Source::Preset(p.data.clone()),
+        &fm,
+        pre.clone(),
+        p.val_fraction,
+        Device::Cpu,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = RunConfig {
+        name: "g".into(),
+        spec: p.gallery_spec(),
+        objective: Objective::Gallery,
+        schedule: preset::Schedule {
+            epochs: 1,
+            ..p.gallery.train
+        },
+        classifier: p.classifier,
+        bct_weight: p.bct_weight,
+        l2_weight: p.l2_weight,
+        augment: true,
+        seed: 1,
+        data: "synthetic".into(),
+        preset: "tiny".into(),
+    };
+    train::run(dir.path(), &config, &ds, Device::Cpu).unwrap();
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = TchNet::new(&vs.root(), &config.spec.lower().unwrap());
+    let w = hetvis_models::weights::Weights::load(&dir.path().join("weights.safetensors")).unwrap();
+    hetvis_trainer::tch_net::load_into(&vs, &w).unwrap();
+    let test = fm.load(Split::Test).unwrap();
+    let mut batch = Vec::new();
+    for i in 0..16 {
+        preprocess_gray(test.image(i * 613), 28, 28, &pre, &mut batch);
+    }
+    let s = p.input_size as i64;
+    let x = Tensor::from_slice(&batch).view([16, 3, s, s]);
+    let want =
+        Vec::<f32>::try_from(tch::no_grad(|| model.forward_t(&x, false)).flatten(0, -1)).unwrap();
+    let mut e = Embedder::load(&dir.path().join("model.onnx"), &SessionConfig::default()).unwrap();
+    let got = e.embed(&batch).unwrap();
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff <= 1e-4,
+        "trained ResNet-101: max |tch - onnx| = {diff}"
+    );
 }

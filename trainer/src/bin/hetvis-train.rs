@@ -1,17 +1,24 @@
-//! `hetvis-train`: training, search and evaluation.
+//! `hetvis-train`: gallery and query model training, evaluation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use hetvis_models::arch::ModelSpec;
 use hetvis_models::data::fashion_mnist::{FashionMnist, DEFAULT_ROOT, ROOT_ENV};
+use hetvis_models::manifest::ModelManifest;
+use hetvis_models::preprocess::Preprocessing;
+use hetvis_models::runtime::{self, Device as OrtDevice, SessionConfig};
+use hetvis_trainer::data::{Dataset, Source};
 use hetvis_trainer::device::DeviceChoice;
+use hetvis_trainer::preset::{self, DataSpec, Preset};
+use hetvis_trainer::train::{self, Objective, QueryMode, RunConfig};
 
 #[derive(Parser)]
 #[command(
     name = "hetvis-train",
     version,
-    about = "hetvis training: gallery and query models, CMP-NAS search, evaluation"
+    about = "hetvis training: gallery and query models, evaluation"
 )]
 struct Cli {
     /// Where to train: cpu, cuda, or auto (CUDA when available).
@@ -20,12 +27,65 @@ struct Cli {
     /// Fashion-MNIST directory (IDX files).
     #[arg(long, env = ROOT_ENV, default_value = DEFAULT_ROOT, global = true)]
     fashion_mnist: PathBuf,
+    /// Path to libonnxruntime.so for evaluation and export checks (default: the project venv).
+    #[arg(long, env = runtime::ORT_LIB_ENV, global = true)]
+    ort_lib: Option<PathBuf>,
+    /// A presets file of the same shape as trainer/presets.json (default: the built-in presets).
+    #[arg(long, env = "HETVIS_PRESETS", global = true)]
+    preset_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// `fashion-mnist`, `synthetic`, or an image folder with one sub-folder per class (default: the preset's).
+    #[arg(long)]
+    data: Option<String>,
+    /// Training seed.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Train the gallery model (ResNet-101 depth; the preset sets width, input size, epochs).
+    Gallery {
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train a compact query model against a finished gallery run.
+    Query {
+        #[arg(long)]
+        gallery: PathBuf,
+        /// `mobilenetv2`, `shufflenetv2` (the preset's scaled baselines) or a spec JSON (backbone or full spec).
+        #[arg(long)]
+        arch: String,
+        #[arg(long, value_enum, default_value_t = QueryMode::Bct)]
+        mode: QueryMode,
+        /// Default: the gallery run's preset.
+        #[arg(long)]
+        preset: Option<String>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate a gallery run and query runs on the test split through ONNX Runtime; writes report.json/.md.
+    Eval {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long, num_args = 1..)]
+        query: Vec<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Train a small CNN classifier on Fashion-MNIST and report test accuracy: a libtorch sanity check.
     Smoke {
         #[arg(long, default_value_t = 1)]
@@ -38,6 +98,93 @@ enum Command {
     },
 }
 
+struct Ctx {
+    device: tch::Device,
+    fashion: FashionMnist,
+    presets_text: Option<String>,
+}
+
+impl Ctx {
+    fn preset(&self, name: &str) -> anyhow::Result<Preset> {
+        Ok(preset::load(name, self.presets_text.as_deref())?)
+    }
+
+    /// The data source and the label recorded in manifests.
+    fn source(&self, p: &Preset, data: &DataArgs) -> (Source, String) {
+        match data.data.as_deref() {
+            None => {
+                let label = match &p.data {
+                    DataSpec::FashionMnist => "fashion-mnist".to_owned(),
+                    DataSpec::Synthetic { .. } => "synthetic".to_owned(),
+                };
+                (Source::Preset(p.data.clone()), label)
+            }
+            Some("fashion-mnist") => (
+                Source::Preset(DataSpec::FashionMnist),
+                "fashion-mnist".into(),
+            ),
+            Some("synthetic") => match &p.data {
+                s @ DataSpec::Synthetic { .. } => (Source::Preset(s.clone()), "synthetic".into()),
+                DataSpec::FashionMnist => (
+                    Source::Preset(DataSpec::Synthetic {
+                        train: 2000,
+                        test: 500,
+                        classes: 10,
+                        image_size: 28,
+                    }),
+                    "synthetic".into(),
+                ),
+            },
+            Some(folder) => (Source::Folder(PathBuf::from(folder)), folder.to_owned()),
+        }
+    }
+
+    fn dataset(&self, p: &Preset, data: &DataArgs) -> anyhow::Result<(Dataset, String)> {
+        let (source, label) = self.source(p, data);
+        let pre = match source {
+            Source::Folder(_) => Preprocessing::imagenet(p.input_size),
+            Source::Preset(_) => Preprocessing::fashion_mnist(p.input_size),
+        };
+        let ds = Dataset::load(&source, &self.fashion, pre, p.val_fraction, self.device)
+            .with_context(|| format!("loading data {label}"))?;
+        tracing::info!(
+            data = %label, train = ds.train.len(), val = ds.val.len(), test = ds.test.len(), "data ready"
+        );
+        Ok((ds, label))
+    }
+}
+
+fn run_name(out: &Path) -> String {
+    out.file_name()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+}
+
+fn query_spec(arch: &str, p: &Preset) -> anyhow::Result<ModelSpec> {
+    if let Some(b) = p.baselines.get(arch) {
+        return Ok(p.spec(b.clone()));
+    }
+    let path = Path::new(arch);
+    if !path.is_file() {
+        bail!(
+            "--arch {arch}: not a file and not one of this preset's baselines ({})",
+            p.baselines.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {arch}"))?;
+    let spec = ModelSpec::from_json(&text, p.input_size, p.embedding_dim)
+        .with_context(|| format!("{arch} is neither a model spec nor a backbone spec"))?;
+    if spec.input.size != p.input_size || spec.embedding_dim != p.embedding_dim {
+        bail!(
+            "{arch}: input {} px / dim {} differ from the preset's {} px / {}",
+            spec.input.size,
+            spec.embedding_dim,
+            p.input_size,
+            p.embedding_dim
+        );
+    }
+    Ok(spec)
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -47,10 +194,101 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let device = cli.device.resolve()?;
-    let data = FashionMnist::new(&cli.fashion_mnist);
+    let presets_text = match &cli.preset_file {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let ctx = Ctx {
+        device,
+        fashion: FashionMnist::new(&cli.fashion_mnist),
+        presets_text,
+    };
+    runtime::init(cli.ort_lib.as_deref())?;
     match cli.command {
+        Command::Gallery { preset, data, out } => {
+            let p = ctx.preset(&preset)?;
+            let (ds, label) = ctx.dataset(&p, &data)?;
+            let config = RunConfig {
+                name: run_name(&out),
+                spec: p.gallery_spec(),
+                objective: Objective::Gallery,
+                schedule: p.gallery.train,
+                classifier: p.classifier,
+                bct_weight: p.bct_weight,
+                l2_weight: p.l2_weight,
+                augment: p.augment,
+                seed: data.seed.unwrap_or(p.seed),
+                data: label,
+                preset,
+            };
+            report_outcome(&train::run(&out, &config, &ds, device)?);
+        }
+        Command::Query {
+            gallery,
+            arch,
+            mode,
+            preset,
+            data,
+            out,
+        } => {
+            let preset = match preset {
+                Some(p) => p,
+                None => {
+                    ModelManifest::load(&gallery.join("model.json"))
+                        .with_context(|| {
+                            format!("{} is not a finished gallery run", gallery.display())
+                        })?
+                        .provenance
+                        .preset
+                }
+            };
+            let p = ctx.preset(&preset)?;
+            let (ds, label) = ctx.dataset(&p, &data)?;
+            let config = RunConfig {
+                name: run_name(&out),
+                spec: query_spec(&arch, &p)?,
+                objective: Objective::Query { mode, gallery },
+                schedule: p.query,
+                classifier: p.classifier,
+                bct_weight: p.bct_weight,
+                l2_weight: p.l2_weight,
+                augment: p.augment,
+                seed: data.seed.unwrap_or(p.seed),
+                data: label,
+                preset,
+            };
+            report_outcome(&train::run(&out, &config, &ds, device)?);
+        }
+        Command::Eval {
+            gallery,
+            query,
+            data,
+            out,
+        } => {
+            let gm = ModelManifest::load(&gallery.join("model.json"))
+                .with_context(|| format!("{} is not a finished gallery run", gallery.display()))?;
+            let p = ctx.preset(&gm.provenance.preset)?;
+            let (ds, label) = ctx.dataset(&p, &data)?;
+            let ort = SessionConfig {
+                device: if matches!(device, tch::Device::Cuda(_)) {
+                    OrtDevice::Cuda
+                } else {
+                    OrtDevice::Cpu
+                },
+                ..Default::default()
+            };
+            let report = hetvis_trainer::eval::run(&gallery, &query, &label, &ds.test, &out, &ort)?;
+            print!("{}", hetvis_trainer::eval::markdown(&report));
+            println!(
+                "wrote {} and {}",
+                out.join("report.json").display(),
+                out.join("report.md").display()
+            );
+        }
         Command::Smoke { epochs, batch, out } => {
-            let report = hetvis_trainer::smoke::run(&data, epochs, batch, device)?;
+            let report = hetvis_trainer::smoke::run(&ctx.fashion, epochs, batch, device)?;
             println!(
                 "trained a 2-layer CNN on {} Fashion-MNIST images for {} epoch(s) on {device:?}: {:.0} images/s, \
                  test accuracy {:.2}% on {} images ({:.1} s)",
@@ -71,4 +309,29 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn report_outcome(o: &train::Outcome) {
+    let m = &o.manifest;
+    if o.skipped {
+        println!(
+            "{}: already trained ({} model), skipped",
+            o.dir.display(),
+            m.role
+        );
+    } else {
+        println!(
+            "{}: trained {} model {} ({:.1} MMACs, compat_id {}){}",
+            o.dir.display(),
+            m.role,
+            m.name,
+            m.mmacs,
+            m.compat_id,
+            if o.resumed_from > 0 {
+                format!(", resumed after epoch {}", o.resumed_from)
+            } else {
+                String::new()
+            }
+        );
+    }
 }

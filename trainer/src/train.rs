@@ -1,0 +1,435 @@
+//! Training of gallery and query models, with resumable checkpoints, a JSONL log and ONNX export.
+//!
+//! A run directory holds: `run.json` (what is trained), `checkpoint.safetensors` + `checkpoint.json` (after each
+//! epoch; a re-run of the same command resumes after the last finished epoch, with fresh optimizer momentum),
+//! `train_log.jsonl`, and when done `weights.safetensors`, `head.safetensors` (the classifier, which BCT
+//! freezes), `model.onnx` + `model.json` (manifest).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hetvis_models::arch::ModelSpec;
+use hetvis_models::manifest::{new_compat_id, ModelManifest, Provenance, Role};
+use hetvis_models::onnx::export::{export_to_files, write_atomic};
+use hetvis_models::weights::Weights;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{augment, Dataset};
+use crate::head::CosineHead;
+use crate::preset::{ClassifierPreset, Schedule};
+use crate::tch_net::{load_into, TchNet};
+
+/// How a query model is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryMode {
+    /// Own classifier plus the influence loss through the gallery's frozen classifier.
+    Bct,
+    /// Own classifier only: the control, expected to be incompatible.
+    Independent,
+    /// Own classifier plus the squared distance to the gallery embedding of the same image.
+    L2,
+}
+
+/// What a run trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum Objective {
+    Gallery,
+    Query { mode: QueryMode, gallery: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub name: String,
+    pub spec: ModelSpec,
+    pub objective: Objective,
+    pub schedule: Schedule,
+    pub classifier: ClassifierPreset,
+    pub bct_weight: f64,
+    pub l2_weight: f64,
+    pub augment: bool,
+    pub seed: u64,
+    pub data: String,
+    pub preset: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CheckpointState {
+    epochs_done: usize,
+    steps_done: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    pub train_accuracy: f64,
+    pub val_accuracy: f64,
+    pub images_per_s: f64,
+    pub seconds: f64,
+    pub lr: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{dir} holds a different run ({what}); use another --out or delete it")]
+    ConfigMismatch { dir: PathBuf, what: String },
+    #[error("gallery run {dir} is not finished or unreadable: {message}")]
+    Gallery { dir: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Arch(#[from] hetvis_models::arch::ArchError),
+    #[error(transparent)]
+    Write(#[from] hetvis_models::onnx::export::WriteError),
+    #[error(transparent)]
+    Weights(#[from] hetvis_models::weights::WeightsError),
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
+    serde_json::from_str(&text).map_err(|e| file_err(path, e))
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| file_err(path, e))?;
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
+/// A finished gallery run, loaded for a query run: frozen network, frozen classifier, compat id.
+pub struct GalleryRun {
+    pub manifest: ModelManifest,
+    pub net: TchNet,
+    pub head: CosineHead,
+    _vs: nn::VarStore,
+}
+
+impl GalleryRun {
+    pub fn load(
+        dir: &Path,
+        classifier: ClassifierPreset,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let gerr = |message: String| TrainError::Gallery {
+            dir: dir.to_owned(),
+            message,
+        };
+        let manifest =
+            ModelManifest::load(&dir.join("model.json")).map_err(|e| gerr(e.to_string()))?;
+        if manifest.role != Role::Gallery {
+            return Err(gerr(format!(
+                "{} is a {} model",
+                dir.display(),
+                manifest.role
+            )));
+        }
+        let mut vs = nn::VarStore::new(device);
+        let net = TchNet::new(&vs.root(), &manifest.spec.lower()?);
+        load_into(&vs, &Weights::load(&dir.join("weights.safetensors"))?)?;
+        let head_w = Weights::load(&dir.join("head.safetensors"))?;
+        let hw = head_w.get("head.weight")?;
+        let head = CosineHead::new(&(vs.root() / "head"), hw.shape[0], hw.shape[1], classifier);
+        load_into(&vs, &head_w)?;
+        vs.freeze();
+        Ok(Self {
+            manifest,
+            net,
+            head,
+            _vs: vs,
+        })
+    }
+}
+
+/// Learning rate at a step: cosine decay from the peak, after a one-epoch linear warm-up.
+fn lr_at(step: usize, total: usize, warmup: usize, peak: f64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub manifest: ModelManifest,
+    pub resumed_from: usize,
+    pub skipped: bool,
+}
+
+/// Trains (or resumes, or skips when finished) the run in `dir`.
+pub fn run(
+    dir: &Path,
+    config: &RunConfig,
+    data: &Dataset,
+    device: Device,
+) -> Result<Outcome, TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let run_json = dir.join("run.json");
+    if run_json.exists() {
+        let existing: RunConfig = read_json(&run_json)?;
+        if &existing != config {
+            return Err(TrainError::ConfigMismatch {
+                dir: dir.to_owned(),
+                what: format!("{} vs {}", existing.name, config.name),
+            });
+        }
+    } else {
+        write_json(&run_json, config)?;
+    }
+    let model_json = dir.join("model.json");
+    if model_json.exists() && dir.join("model.onnx").exists() {
+        let manifest = ModelManifest::load(&model_json).map_err(|e| file_err(&model_json, e))?;
+        tracing::info!(dir = %dir.display(), "already trained; skipping");
+        return Ok(Outcome {
+            dir: dir.to_owned(),
+            manifest,
+            resumed_from: config.schedule.epochs,
+            skipped: true,
+        });
+    }
+
+    tch::manual_seed(config.seed as i64);
+    let gallery = match &config.objective {
+        Objective::Gallery => None,
+        Objective::Query { gallery, .. } => {
+            Some(GalleryRun::load(gallery, config.classifier, device)?)
+        }
+    };
+    if let Some(g) = &gallery {
+        if g.manifest.embedding_dim != config.spec.embedding_dim {
+            return Err(TrainError::Gallery {
+                dir: dir.to_owned(),
+                message: format!(
+                    "embedding dims differ: gallery {}, query {}",
+                    g.manifest.embedding_dim, config.spec.embedding_dim
+                ),
+            });
+        }
+    }
+
+    let mut vs = nn::VarStore::new(device);
+    let net = TchNet::new(&(vs.root() / "net"), &config.spec.lower()?);
+    let head = CosineHead::new(
+        &(vs.root() / "head"),
+        data.classes,
+        config.spec.embedding_dim,
+        config.classifier,
+    );
+
+    let ckpt = dir.join("checkpoint.safetensors");
+    let ckpt_state = dir.join("checkpoint.json");
+    let mut state = CheckpointState::default();
+    if ckpt.exists() && ckpt_state.exists() {
+        vs.load(&ckpt)?;
+        state = read_json(&ckpt_state)?;
+        tracing::info!(epochs_done = state.epochs_done, "resuming from checkpoint");
+    }
+    let resumed_from = state.epochs_done;
+
+    let sched = config.schedule;
+    let n = data.train.len() as i64;
+    let batch = sched.batch as i64;
+    let steps_per_epoch = (n / batch).max(1) as usize;
+    let total = steps_per_epoch * sched.epochs;
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        nesterov: true,
+        wd: 5e-4,
+        ..Default::default()
+    }
+    .build(&vs, sched.lr)?;
+
+    let log_path = dir.join("train_log.jsonl");
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:25}] {pos}/{len} {msg} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(config.name.clone());
+    bar.set_position(state.steps_done as u64);
+
+    for epoch in state.epochs_done..sched.epochs {
+        let start = Instant::now();
+        let perm = Tensor::randperm(n, (Kind::Int64, device));
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
+        let mut lr = sched.lr;
+        for s in 0..steps_per_epoch {
+            lr = lr_at(state.steps_done, total, steps_per_epoch, sched.lr);
+            opt.set_lr(lr);
+            let idx = perm.narrow(0, s as i64 * batch, batch);
+            let mut x = data.train.x.index_select(0, &idx);
+            if config.augment {
+                x = augment(&x, 2);
+            }
+            let y = data.train.y.index_select(0, &idx);
+            let e = net.forward_t(&x, true);
+            let mut loss = head.loss(&e, &y);
+            if let (Some(g), Objective::Query { mode, .. }) = (&gallery, &config.objective) {
+                match mode {
+                    QueryMode::Bct => loss += g.head.loss(&e, &y) * config.bct_weight,
+                    QueryMode::L2 => {
+                        let target = tch::no_grad(|| g.net.forward_t(&x, false));
+                        loss += (&e - target)
+                            .square()
+                            .sum_dim_intlist(1, false, Kind::Float)
+                            .mean(Kind::Float)
+                            * config.l2_weight
+                    }
+                    QueryMode::Independent => {}
+                }
+            }
+            opt.backward_step(&loss);
+            let l = loss.double_value(&[]);
+            loss_sum += l;
+            correct += head
+                .logits(&e, None)
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            seen += batch;
+            state.steps_done += 1;
+            let rate = seen as f64 / start.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "ep {}/{} loss {l:.3} {rate:.0} img/s",
+                epoch + 1,
+                sched.epochs
+            ));
+            bar.inc(1);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let entry = EpochLog {
+            epoch: epoch + 1,
+            loss: loss_sum / steps_per_epoch as f64,
+            train_accuracy: correct as f64 / seen as f64,
+            val_accuracy: accuracy(&net, &head, data, device),
+            images_per_s: seen as f64 / seconds,
+            seconds,
+            lr,
+        };
+        append_log(&log_path, &entry)?;
+        // Checkpoint: weights first (atomic rename), then the state that points at them.
+        let tmp = dir.join("checkpoint.tmp.safetensors");
+        vs.save(&tmp)?;
+        std::fs::rename(&tmp, &ckpt).map_err(|e| file_err(&ckpt, e))?;
+        state.epochs_done = epoch + 1;
+        write_json(&ckpt_state, &state)?;
+    }
+    bar.finish_and_clear();
+
+    // Ship: network weights (without the net. prefix), the classifier, the ONNX model and its manifest.
+    let weights = net.weights()?;
+    let weight_bytes = weights.to_bytes()?;
+    write_atomic(&dir.join("weights.safetensors"), &weight_bytes)?;
+    let mut head_w = Weights::default();
+    let hw = Vec::<f32>::try_from(head.weight.to_device(Device::Cpu).flatten(0, -1))?;
+    head_w.insert(
+        "head.weight",
+        vec![data.classes, config.spec.embedding_dim],
+        hw,
+    );
+    write_atomic(&dir.join("head.safetensors"), &head_w.to_bytes()?)?;
+
+    // BCT and L2 models live in the gallery's embedding space; an independent model does not, so it gets an
+    // id of its own and a server will refuse to pair it with the gallery index.
+    let (role, mode, compat_id) = match (&config.objective, &gallery) {
+        (Objective::Query { mode, .. }, Some(g)) => (
+            Role::Query,
+            serde_json::to_value(mode)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            match mode {
+                QueryMode::Bct | QueryMode::L2 => g.manifest.compat_id.clone(),
+                QueryMode::Independent => new_compat_id(&config.name, &weight_bytes),
+            },
+        ),
+        _ => (
+            Role::Gallery,
+            "gallery".to_owned(),
+            new_compat_id(&config.name, &weight_bytes),
+        ),
+    };
+    let provenance = Provenance {
+        data: config.data.clone(),
+        preset: config.preset.clone(),
+        seed: config.seed,
+        epochs: sched.epochs,
+        mode,
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let manifest = ModelManifest::for_spec(
+        &config.name,
+        role,
+        &config.spec,
+        data.preprocessing.clone(),
+        &compat_id,
+        provenance,
+    )?;
+    export_to_files(&dir.join("model.onnx"), &config.spec, &weights, &manifest)?;
+    Ok(Outcome {
+        dir: dir.to_owned(),
+        manifest,
+        resumed_from,
+        skipped: false,
+    })
+}
+
+/// Classification accuracy of the model's own head on the validation split (a cheap progress signal).
+fn accuracy(net: &TchNet, head: &CosineHead, data: &Dataset, _device: Device) -> f64 {
+    let n = data.val.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    tch::no_grad(|| {
+        let mut correct = 0i64;
+        for start in (0..n).step_by(512) {
+            let len = 512.min(n - start) as i64;
+            let x = data.val.x.narrow(0, start as i64, len);
+            let y = data.val.y.narrow(0, start as i64, len);
+            let pred = head
+                .logits(&net.forward_t(&x, false), None)
+                .argmax(-1, false);
+            correct += pred.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        }
+        correct as f64 / n as f64
+    })
+}
+
+fn append_log(path: &Path, entry: &EpochLog) -> Result<(), TrainError> {
+    use std::io::Write;
+    let line = serde_json::to_string(entry).map_err(|e| file_err(path, e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| file_err(path, e))?;
+    writeln!(f, "{line}").map_err(|e| file_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_warms_up_then_decays_to_zero() {
+        assert!((lr_at(0, 100, 10, 1.0) - 0.1).abs() < 1e-12);
+        assert!((lr_at(9, 100, 10, 1.0) - 1.0).abs() < 1e-12);
+        assert!((lr_at(10, 100, 10, 1.0) - 1.0).abs() < 1e-12);
+        assert!(lr_at(55, 100, 10, 1.0) < 0.6);
+        assert!(lr_at(100, 100, 10, 1.0).abs() < 1e-12);
+    }
+}
