@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Where `make demo` writes its runs (models, reports, index).
 RUNS ?= runs
 
-.PHONY: all setup build test demo lint fmt clean-setup
+.PHONY: all setup build test demo lint fmt clean-setup bench-setup bench-train bench
 
 all: build
 
@@ -22,6 +22,18 @@ test: setup
 demo: setup
 	$(CARGO) build --workspace --release
 	scripts/demo.sh "$(RUNS)"
+
+# Benchmarks (not part of `make test`): criterion benches, and tch vs PyTorch eager training throughput.
+bench-setup:
+	@GPU=$(GPU) BENCH=1 scripts/setup.sh
+
+bench-train: bench-setup
+	$(CARGO) build --release -p hetvis-trainer -p hetvis-benches
+	mkdir -p $(RUNS)/bench
+	target/release/train-throughput --json $(RUNS)/bench/train-throughput.json
+
+bench: setup
+	$(CARGO) bench --workspace
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -103,6 +103,19 @@ make_libtorch_dir() {
   echo "$flavour" >"$lt/flavour"
 }
 
+# `BENCH=1`: PyTorch eager for the tch-vs-PyTorch benchmark. torch's Python extension links the CUDA stack
+# even on CPU, so this installs the wheel's full dependency list into the same venv (several GB; the torch
+# files themselves, which tch links, are unchanged).
+ensure_bench_deps() {
+  local bench_stamp="$venv/.hetvis-bench-torch$torch_version"
+  [ -f "$bench_stamp" ] && return
+  log "installing torch==$torch_version with its dependencies for PyTorch eager (benchmark only, several GB)"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q "torch==$torch_version"
+  "$venv/bin/python" -c 'import torch' || die "PyTorch does not import in $venv"
+  touch "$bench_stamp"
+}
+
 ensure_fashion_mnist
 ensure_venv
+[ "${BENCH:-0}" = 1 ] && ensure_bench_deps
 log "ready ($flavour): venv $(du -sh "$venv" 2>/dev/null | cut -f1), LIBTORCH=$venv/libtorch"

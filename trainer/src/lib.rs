@@ -7,4 +7,5 @@ pub mod head;
 pub mod preset;
 pub mod smoke;
 pub mod tch_net;
+pub mod throughput;
 pub mod train;

@@ -53,6 +53,18 @@ enum Command {
         #[arg(long)]
         layers: bool,
     },
+    /// Print the lowered layer graph (the one definition every consumer walks) as JSON.
+    Lower {
+        /// Built-in name or a spec JSON file.
+        #[arg(long)]
+        arch: String,
+        #[arg(long, default_value_t = 224)]
+        input: usize,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, value_enum)]
+        stem: Option<Stem>,
+    },
     /// Export a spec plus trained weights (safetensors) to ONNX, with the manifest beside it and inside it.
     Export {
         #[arg(long)]
@@ -166,6 +178,15 @@ fn main() -> anyhow::Result<()> {
                     cost.params as f64 / 1e6
                 );
             }
+        }
+        Command::Lower {
+            arch,
+            input,
+            dim,
+            stem,
+        } => {
+            let spec = read_spec(&arch, input, dim, stem)?;
+            println!("{}", serde_json::to_string(&spec.lower()?)?);
         }
         Command::Export {
             spec,

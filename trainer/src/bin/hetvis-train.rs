@@ -86,6 +86,26 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Measure training-step throughput (images/s, median of timed steps) on random data; prints JSON.
+    StepBench {
+        /// `gallery`, a baseline name of the preset, or a spec JSON.
+        #[arg(long)]
+        arch: String,
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// libtorch intra-op threads (0 = libtorch's default).
+        #[arg(long, default_value_t = 0)]
+        threads: i32,
+        /// Print the lowered network as JSON instead of measuring (input of the PyTorch twin).
+        #[arg(long)]
+        emit_net: bool,
+    },
     /// Train a small CNN classifier on Fashion-MNIST and report test accuracy: a libtorch sanity check.
     Smoke {
         #[arg(long, default_value_t = 1)]
@@ -286,6 +306,33 @@ fn main() -> anyhow::Result<()> {
                 out.join("report.json").display(),
                 out.join("report.md").display()
             );
+        }
+        Command::StepBench {
+            arch,
+            preset,
+            batch,
+            warmup,
+            steps,
+            threads,
+            emit_net,
+        } => {
+            let p = ctx.preset(&preset)?;
+            let spec = if arch == "gallery" {
+                p.gallery_spec()
+            } else {
+                query_spec(&arch, &p)?
+            };
+            if emit_net {
+                println!("{}", serde_json::to_string(&spec.lower()?)?);
+                return Ok(());
+            }
+            if threads > 0 {
+                tch::set_num_threads(threads);
+            }
+            let classes = 10;
+            let t =
+                hetvis_trainer::throughput::measure(&spec, batch, warmup, steps, classes, device)?;
+            println!("{}", serde_json::to_string(&t)?);
         }
         Command::Smoke { epochs, batch, out } => {
             let report = hetvis_trainer::smoke::run(&ctx.fashion, epochs, batch, device)?;
