@@ -167,6 +167,12 @@ fn reference_forward(net: &Net, w: &Weights, image: &[f32]) -> Vec<f32> {
                 .iter()
                 .flat_map(|&v| vals[v].data.clone())
                 .collect(),
+            Op::Mean => (0..x.data.len())
+                .map(|k| {
+                    node.inputs.iter().map(|&v| vals[v].data[k]).sum::<f32>()
+                        / node.inputs.len() as f32
+                })
+                .collect(),
             Op::ChannelShuffle { groups } => {
                 let Shape::Chw(c, h, wd) = x.shape else {
                     panic!()

@@ -1,11 +1,16 @@
 //! `hetvis-trainer`: libtorch training through `tch`. The only crate of the workspace that links libtorch.
 
+pub mod cmpnas;
 pub mod data;
 pub mod device;
 pub mod eval;
 pub mod head;
+pub mod pipeline;
+pub mod plot;
 pub mod preset;
+pub mod search;
 pub mod smoke;
+pub mod supernet;
 pub mod tch_net;
 pub mod throughput;
 pub mod train;

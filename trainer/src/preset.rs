@@ -62,6 +62,8 @@ pub struct Preset {
     pub augment: bool,
     pub val_fraction: f64,
     pub seed: u64,
+    /// Super-network, search and pipeline tiers.
+    pub cmpnas: crate::cmpnas::CmpNasPreset,
 }
 
 #[derive(Debug, thiserror::Error)]

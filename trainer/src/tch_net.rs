@@ -1,7 +1,7 @@
 //! A tch module built from a lowered [`Net`]: the same layers, in the same order, under the same weight names
 //! that the FLOPs counter counts and the ONNX exporter reads. Nothing about an architecture is defined here.
 
-use hetvis_models::arch::{Net, Op, BN_EPS};
+use hetvis_models::arch::{Net, Op, ParamShape, BN_EPS};
 use hetvis_models::weights::Weights;
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
@@ -120,6 +120,69 @@ impl TchNet {
     /// cumulative average, PyTorch's `momentum=None`); `1.0` sets the statistics to the current batch's.
     pub fn set_bn_momentum(&mut self, momentum: f64) {
         self.bn_momentum = momentum;
+    }
+
+    /// A network whose tensors come from `lookup` (called once per tensor, in `Op::params()` order): the
+    /// super-network hands out slices of its widest tensors, so a child trains and evaluates in place.
+    pub fn from_lookup(net: &Net, mut lookup: impl FnMut(&ParamShape) -> Tensor) -> Self {
+        let layers = net
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut params = node.op.params().into_iter();
+                let mut next = || lookup(&params.next().expect("a tensor per parameter"));
+                match &node.op {
+                    Op::Conv {
+                        stride,
+                        padding,
+                        groups,
+                        bias,
+                        ..
+                    } => Layer::Conv {
+                        weight: next(),
+                        bias: bias.then(&mut next),
+                        stride: *stride as i64,
+                        padding: *padding as i64,
+                        groups: *groups as i64,
+                    },
+                    Op::BatchNorm { affine, .. } => {
+                        let (weight, bias) = if *affine {
+                            (Some(next()), Some(next()))
+                        } else {
+                            (None, None)
+                        };
+                        Layer::BatchNorm {
+                            weight,
+                            bias,
+                            mean: next(),
+                            var: next(),
+                        }
+                    }
+                    Op::Linear { bias, .. } => Layer::Linear {
+                        weight: next(),
+                        bias: bias.then(&mut next),
+                    },
+                    _ => Layer::Stateless,
+                }
+            })
+            .collect();
+        Self {
+            net: net.clone(),
+            layers,
+            bn_momentum: BN_MOMENTUM,
+        }
+    }
+
+    /// Resets every BN layer's running statistics to mean 0, variance 1.
+    pub fn reset_bn_stats(&self) {
+        tch::no_grad(|| {
+            for l in &self.layers {
+                if let Layer::BatchNorm { mean, var, .. } = l {
+                    let _ = mean.shallow_clone().fill_(0.0);
+                    let _ = var.shallow_clone().fill_(1.0);
+                }
+            }
+        });
     }
 
     pub fn net(&self) -> &Net {
@@ -250,6 +313,12 @@ fn stateless(op: &Op, a: &Tensor, inputs: &[usize], vals: &[Tensor]) -> Tensor {
         ),
         Op::GlobalAvgPool => a.mean_dim([2i64, 3].as_slice(), false, Kind::Float),
         Op::Add => a + &vals[inputs[1]],
+        Op::Mean => {
+            let sum = inputs[1..]
+                .iter()
+                .fold(a.shallow_clone(), |acc, &v| acc + &vals[v]);
+            sum / inputs.len() as f64
+        }
         Op::SliceChannels { start, len } => a.narrow(1, *start as i64, *len as i64),
         Op::Concat => Tensor::cat(&inputs.iter().map(|&v| &vals[v]).collect::<Vec<_>>(), 1),
         Op::ChannelShuffle { groups } => {

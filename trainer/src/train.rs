@@ -229,59 +229,24 @@ pub fn run(
         config.classifier,
     );
 
-    let ckpt = dir.join("checkpoint.safetensors");
-    let ckpt_state = dir.join("checkpoint.json");
-    let mut state = CheckpointState::default();
-    if ckpt.exists() && ckpt_state.exists() {
-        vs.load(&ckpt)?;
-        state = read_json(&ckpt_state)?;
-        tracing::info!(epochs_done = state.epochs_done, "resuming from checkpoint");
-    }
-    let resumed_from = state.epochs_done;
-
-    let sched = config.schedule;
-    let n = data.train.len() as i64;
-    let batch = sched.batch as i64;
-    let steps_per_epoch = (n / batch).max(1) as usize;
-    let total = steps_per_epoch * sched.epochs;
-    let mut opt = nn::Sgd {
-        momentum: 0.9,
-        nesterov: true,
-        wd: 5e-4,
-        ..Default::default()
-    }
-    .build(&vs, sched.lr)?;
-
-    let log_path = dir.join("train_log.jsonl");
-    let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:25}] {pos}/{len} {msg} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(config.name.clone());
-    bar.set_position(state.steps_done as u64);
-
-    for epoch in state.epochs_done..sched.epochs {
-        let start = Instant::now();
-        let perm = Tensor::randperm(n, (Kind::Int64, device));
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
-        let mut lr = sched.lr;
-        for s in 0..steps_per_epoch {
-            lr = lr_at(state.steps_done, total, steps_per_epoch, sched.lr);
-            opt.set_lr(lr);
-            let idx = perm.narrow(0, s as i64 * batch, batch);
-            let mut x = data.train.x.index_select(0, &idx);
-            if config.augment {
-                x = augment(&x, 2);
-            }
-            let y = data.train.y.index_select(0, &idx);
-            let e = net.forward_t(&x, true);
-            let mut loss = head.loss(&e, &y);
+    let resumed_from = fit(
+        &FitConfig {
+            dir,
+            name: &config.name,
+            schedule: config.schedule,
+            augment: config.augment,
+        },
+        &mut vs,
+        data,
+        device,
+        |x, y, _epoch| {
+            let e = net.forward_t(x, true);
+            let mut loss = head.loss(&e, y);
             if let (Some(g), Objective::Query { mode, .. }) = (&gallery, &config.objective) {
                 match mode {
-                    QueryMode::Bct => loss += g.head.loss(&e, &y) * config.bct_weight,
+                    QueryMode::Bct => loss += g.head.loss(&e, y) * config.bct_weight,
                     QueryMode::L2 => {
-                        let target = tch::no_grad(|| g.net.forward_t(&x, false));
+                        let target = tch::no_grad(|| g.net.forward_t(x, false));
                         loss += (&e - target)
                             .square()
                             .sum_dim_intlist(1, false, Kind::Float)
@@ -291,44 +256,15 @@ pub fn run(
                     QueryMode::Independent => {}
                 }
             }
-            opt.backward_step(&loss);
-            let l = loss.double_value(&[]);
-            loss_sum += l;
-            correct += head
+            let correct = head
                 .logits(&e, None)
                 .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
-            seen += batch;
-            state.steps_done += 1;
-            let rate = seen as f64 / start.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "ep {}/{} loss {l:.3} {rate:.0} img/s",
-                epoch + 1,
-                sched.epochs
-            ));
-            bar.inc(1);
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        let entry = EpochLog {
-            epoch: epoch + 1,
-            loss: loss_sum / steps_per_epoch as f64,
-            train_accuracy: correct as f64 / seen as f64,
-            val_accuracy: accuracy(&net, &head, data, device),
-            images_per_s: seen as f64 / seconds,
-            seconds,
-            lr,
-        };
-        append_log(&log_path, &entry)?;
-        // Checkpoint: weights first (atomic rename), then the state that points at them.
-        let tmp = dir.join("checkpoint.tmp.safetensors");
-        vs.save(&tmp)?;
-        std::fs::rename(&tmp, &ckpt).map_err(|e| file_err(&ckpt, e))?;
-        state.epochs_done = epoch + 1;
-        write_json(&ckpt_state, &state)?;
-    }
-    bar.finish_and_clear();
+                .eq_tensor(y)
+                .sum(Kind::Int64);
+            (loss, correct)
+        },
+        || accuracy(&net, &head, data),
+    )?;
 
     // Ship: network weights (without the net. prefix), the classifier, the ONNX model and its manifest.
     let weights = net.weights()?;
@@ -367,7 +303,7 @@ pub fn run(
         data: config.data.clone(),
         preset: config.preset.clone(),
         seed: config.seed,
-        epochs: sched.epochs,
+        epochs: config.schedule.epochs,
         mode,
         tool_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -388,8 +324,118 @@ pub fn run(
     })
 }
 
+/// What [`fit`] needs besides the model.
+pub struct FitConfig<'a> {
+    pub dir: &'a Path,
+    pub name: &'a str,
+    pub schedule: Schedule,
+    pub augment: bool,
+}
+
+/// The training loop shared by every trainer: resume from `dir`'s checkpoint, SGD (momentum 0.9, Nesterov,
+/// weight decay 5e-4) with warm-up + cosine learning rate, shuffled (and optionally augmented) batches, a
+/// progress bar, one `train_log.jsonl` line and one checkpoint per epoch. `step(x, y, epoch)` returns the
+/// batch loss and the number of correct predictions; `validate()` the validation accuracy. Returns the number
+/// of epochs that were already done when it started.
+pub fn fit(
+    cfg: &FitConfig,
+    vs: &mut nn::VarStore,
+    data: &Dataset,
+    device: Device,
+    mut step: impl FnMut(&Tensor, &Tensor, usize) -> (Tensor, Tensor),
+    mut validate: impl FnMut() -> f64,
+) -> Result<usize, TrainError> {
+    let dir = cfg.dir;
+    let ckpt = dir.join("checkpoint.safetensors");
+    let ckpt_state = dir.join("checkpoint.json");
+    let mut state = CheckpointState::default();
+    if ckpt.exists() && ckpt_state.exists() {
+        vs.load(&ckpt)?;
+        state = read_json(&ckpt_state)?;
+        tracing::info!(epochs_done = state.epochs_done, "resuming from checkpoint");
+    }
+    let resumed_from = state.epochs_done;
+    let sched = cfg.schedule;
+    let n = data.train.len() as i64;
+    let batch = sched.batch as i64;
+    let steps_per_epoch = (n / batch).max(1) as usize;
+    let total = steps_per_epoch * sched.epochs;
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        nesterov: true,
+        wd: 5e-4,
+        ..Default::default()
+    }
+    .build(vs, sched.lr)?;
+    let log_path = dir.join("train_log.jsonl");
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:25}] {pos}/{len} {msg} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(cfg.name.to_owned());
+    bar.set_position(state.steps_done as u64);
+    for epoch in state.epochs_done..sched.epochs {
+        let start = Instant::now();
+        let perm = Tensor::randperm(n, (Kind::Int64, device));
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0i64);
+        let mut lr = sched.lr;
+        for s in 0..steps_per_epoch {
+            lr = lr_at(state.steps_done, total, steps_per_epoch, sched.lr);
+            opt.set_lr(lr);
+            let idx = perm.narrow(0, s as i64 * batch, batch);
+            let mut x = data.train.x.index_select(0, &idx);
+            if cfg.augment {
+                x = augment(&x, 2);
+            }
+            let y = data.train.y.index_select(0, &idx);
+            let (loss, right) = step(&x, &y, epoch);
+            opt.backward_step(&loss);
+            let l = loss.double_value(&[]);
+            loss_sum += l;
+            correct += right.int64_value(&[]);
+            seen += batch;
+            state.steps_done += 1;
+            let rate = seen as f64 / start.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "ep {}/{} loss {l:.3} {rate:.0} img/s",
+                epoch + 1,
+                sched.epochs
+            ));
+            bar.inc(1);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let entry = EpochLog {
+            epoch: epoch + 1,
+            loss: loss_sum / steps_per_epoch as f64,
+            train_accuracy: correct as f64 / seen as f64,
+            val_accuracy: validate(),
+            images_per_s: seen as f64 / seconds,
+            seconds,
+            lr,
+        };
+        tracing::info!(
+            run = cfg.name,
+            epoch = entry.epoch,
+            loss = entry.loss,
+            val_accuracy = entry.val_accuracy,
+            images_per_s = entry.images_per_s as u64,
+            "epoch done"
+        );
+        append_log(&log_path, &entry)?;
+        // Checkpoint: weights first (atomic rename), then the state that points at them.
+        let tmp = dir.join("checkpoint.tmp.safetensors");
+        vs.save(&tmp)?;
+        std::fs::rename(&tmp, &ckpt).map_err(|e| file_err(&ckpt, e))?;
+        state.epochs_done = epoch + 1;
+        write_json(&ckpt_state, &state)?;
+    }
+    bar.finish_and_clear();
+    Ok(resumed_from)
+}
+
 /// Classification accuracy of the model's own head on the validation split (a cheap progress signal).
-fn accuracy(net: &TchNet, head: &CosineHead, data: &Dataset, _device: Device) -> f64 {
+pub fn accuracy(net: &TchNet, head: &CosineHead, data: &Dataset) -> f64 {
     let n = data.val.len();
     if n == 0 {
         return f64::NAN;

@@ -205,10 +205,17 @@ impl ModelSpec {
     /// The embedding network: features -> pool -> linear -> [BN] -> L2 normalise. The value before the final
     /// normalisation is the raw embedding the trainer's classifier heads read.
     pub fn lower(&self) -> Result<Net, ArchError> {
+        self.lower_with(|net, in_ch| self.backbone.lower_features(net, in_ch))
+    }
+
+    /// The embedding network over features built by `features` (the super-network's warm-up form, or a child
+    /// with non-affine BN) instead of the backbone's own.
+    pub fn lower_with(
+        &self,
+        features: impl FnOnce(&mut Net, usize) -> Result<(ValueId, usize), ArchError>,
+    ) -> Result<Net, ArchError> {
         let mut net = Net::new(self.input_shape());
-        let (x, c) = self
-            .backbone
-            .lower_features(&mut net, self.input.channels)?;
+        let (x, c) = features(&mut net, self.input.channels)?;
         let pooled = net.push(Op::GlobalAvgPool, &[x]);
         let mut e = net.push(
             Op::Linear {

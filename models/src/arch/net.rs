@@ -63,6 +63,8 @@ pub enum Op {
     },
     /// Row-wise L2 normalisation of an NC tensor (the embedding output).
     L2Normalize,
+    /// Elementwise mean of inputs of one shape (the super-network's warm-up averages its blocks).
+    Mean,
 }
 
 /// The learnable or stored tensors of a layer, with their shapes.
@@ -317,6 +319,10 @@ impl Net {
                 Op::Linear { cin, cout, .. } => match one()? {
                     Shape::Flat(c) if c == *cin => Shape::Flat(*cout),
                     s => return Err(err(format!("input {s:?}, linear wants Flat({cin})"))),
+                },
+                Op::Mean => match ins.split_first() {
+                    Some((a, rest)) if rest.iter().all(|s| s == a) => *a,
+                    _ => return Err(err(format!("expects inputs of one shape, got {ins:?}"))),
                 },
                 Op::Add => match ins.as_slice() {
                     [a, b] if a == b => *a,

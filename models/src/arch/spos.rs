@@ -131,8 +131,13 @@ pub struct SposSpec {
 
 impl SposSpec {
     pub fn reference() -> Self {
+        Self::reference_in(SposSpace::default())
+    }
+
+    /// The reference block choices at default widths, in a given space.
+    pub fn reference_in(space: SposSpace) -> Self {
         Self {
-            space: SposSpace::default(),
+            space,
             blocks: REFERENCE_BLOCKS.to_vec(),
             widths: vec![DEFAULT_WIDTH; LAYERS],
         }
@@ -169,38 +174,89 @@ impl SposSpec {
         Ok(())
     }
 
-    /// Layer names are `features.{layer}`; the super-network uses the same names per block choice, so a child
-    /// inherits its weights by name and slices them to its widths.
+    /// Layer names are `features.{layer}.b{block}` (see [`unit_name`]); the super-network holds every block of
+    /// every layer under the same names at the widest width, so a child inherits its weights by name and slices
+    /// them to its widths.
     pub fn lower_features(
         &self,
         net: &mut Net,
         x: ValueId,
         in_ch: usize,
     ) -> Result<(ValueId, usize), ArchError> {
+        self.lower_features_bn(net, x, in_ch, true)
+    }
+
+    /// As [`Self::lower_features`], with the choice layers' BN affine or not (the super-network's is not).
+    pub fn lower_features_bn(
+        &self,
+        net: &mut Net,
+        x: ValueId,
+        in_ch: usize,
+        affine: bool,
+    ) -> Result<(ValueId, usize), ArchError> {
         self.validate()?;
         let space = &self.space;
-        let mut x = ConvBn::new(
+        let mut x = space.stem(net, x, in_ch);
+        for (i, layer) in space.layers().iter().enumerate() {
+            let block = self.blocks[i];
+            x = choice_unit(layer, block, self.width(i), affine).push(net, x, &unit_name(i, block));
+        }
+        Ok(space.last(net, x))
+    }
+}
+
+/// The name of layer `layer`'s unit for a block choice.
+pub fn unit_name(layer: usize, block: u8) -> String {
+    format!("features.{layer}.b{block}")
+}
+
+impl SposSpace {
+    fn stem(&self, net: &mut Net, x: ValueId, in_ch: usize) -> ValueId {
+        ConvBn::new(
             in_ch,
-            space.stem_channels(),
+            self.stem_channels(),
             3,
-            space.stem_stride(),
+            self.stem_stride(),
             Act::Relu,
         )
-        .push(net, x, "stem");
-        for (i, layer) in space.layers().iter().enumerate() {
-            x = choice_unit(layer, self.blocks[i], self.width(i), true).push(
-                net,
-                x,
-                &format!("features.{i}"),
-            );
-        }
-        let last = space.last_channels();
-        let cin = space
+        .push(net, x, "stem")
+    }
+
+    fn last(&self, net: &mut Net, x: ValueId) -> (ValueId, usize) {
+        let cin = self
             .layers()
             .last()
-            .map_or(space.stem_channels(), |l| l.cout);
-        let x = ConvBn::new(cin, last, 1, 1, Act::Relu).push(net, x, "last");
-        Ok((x, last))
+            .map_or(self.stem_channels(), |l| l.cout);
+        let last = self.last_channels();
+        (
+            ConvBn::new(cin, last, 1, 1, Act::Relu).push(net, x, "last"),
+            last,
+        )
+    }
+
+    /// The super-network's warm-up form: every layer runs all four blocks at the widest width (non-affine BN)
+    /// and averages their outputs. Its tensors are the whole super-network.
+    pub fn lower_warmup_features(
+        &self,
+        net: &mut Net,
+        x: ValueId,
+        in_ch: usize,
+    ) -> Result<(ValueId, usize), ArchError> {
+        self.validate()?;
+        let mut x = self.stem(net, x, in_ch);
+        for (i, layer) in self.layers().iter().enumerate() {
+            let outs: Vec<ValueId> = (0..BLOCK_CHOICES as u8)
+                .map(|b| {
+                    choice_unit(layer, b, WIDTH_CHOICES as u8 - 1, false).push(
+                        net,
+                        x,
+                        &unit_name(i, b),
+                    )
+                })
+                .collect();
+            x = net.push(super::net::Op::Mean, &outs);
+        }
+        Ok(self.last(net, x))
     }
 }
 

@@ -243,6 +243,7 @@ pub fn export(
                 g.node("Flatten", &[&p], "flatten", &[("axis", Attr::Int(1))])
             }
             Op::Add => g.node("Add", &x, "add", &[]),
+            Op::Mean => g.node("Mean", &x, "mean", &[]),
             Op::SliceChannels { start, len } => {
                 let st = g.init_i64(&format!("slice_start_{i}"), &[*start as i64]);
                 let en = g.init_i64(&format!("slice_end_{i}"), &[(start + len) as i64]);

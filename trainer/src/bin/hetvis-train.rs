@@ -9,8 +9,10 @@ use hetvis_models::data::fashion_mnist::{FashionMnist, DEFAULT_ROOT, ROOT_ENV};
 use hetvis_models::manifest::ModelManifest;
 use hetvis_models::preprocess::Preprocessing;
 use hetvis_models::runtime::{self, Device as OrtDevice, SessionConfig};
+use hetvis_trainer::cmpnas::{Reward, SupernetLoss};
 use hetvis_trainer::data::{Dataset, Source};
 use hetvis_trainer::device::DeviceChoice;
+use hetvis_trainer::pipeline::{Context as PipelineCtx, Tier};
 use hetvis_trainer::preset::{self, DataSpec, Preset};
 use hetvis_trainer::train::{self, Objective, QueryMode, RunConfig};
 
@@ -81,6 +83,48 @@ enum Command {
         gallery: PathBuf,
         #[arg(long, num_args = 1..)]
         query: Vec<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train (or resume) a BCT or vanilla super-network over the SPOS space for a FLOPs tier.
+    Supernet {
+        #[arg(long)]
+        gallery: PathBuf,
+        /// `23x` (times fewer MMACs than the gallery model) or an MMACs budget.
+        #[arg(long)]
+        tier: Tier,
+        #[arg(long, value_enum, default_value_t = SupernetLoss::Bct)]
+        loss: SupernetLoss,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compatibility-aware evolutionary search (trains the tier's super-network first unless it is finished).
+    /// Writes best.json, search_log.jsonl, summary.json and reward.svg.
+    Search {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long)]
+        tier: Tier,
+        #[arg(long, value_enum, default_value_t = Reward::R3)]
+        reward: Reward,
+        #[arg(long, value_enum, default_value_t = SupernetLoss::Bct)]
+        loss: SupernetLoss,
+        /// Super-network directory (default: OUT/supernet); share one across searches of the same tier.
+        #[arg(long)]
+        supernet: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The whole job: gallery -> super-network -> search at each tier -> retrain winners -> baselines -> report.
+    Pipeline {
+        #[arg(long, default_value = "cpu")]
+        preset: String,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long)]
@@ -307,6 +351,66 @@ fn main() -> anyhow::Result<()> {
                 out.join("report.md").display()
             );
         }
+        Command::Supernet {
+            gallery,
+            tier,
+            loss,
+            data,
+            out,
+        } => {
+            let (p, preset) = gallery_preset(&ctx, &gallery)?;
+            let (ds, label) = ctx.dataset(&p, &data)?;
+            let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
+            let budget = tier.budget(gallery_mmacs(&gallery)?);
+            let run = pctx.supernet_run(&gallery, budget, loss);
+            hetvis_trainer::cmpnas::train_supernet(&out, &run, &ds, device, p.augment)?;
+            println!(
+                "{}: super-network for {budget:.2} MMACs (SPOS multiplier {}) trained with {loss:?} loss",
+                out.display(),
+                run.space.multiplier
+            );
+        }
+        Command::Search {
+            gallery,
+            tier,
+            reward,
+            loss,
+            supernet,
+            data,
+            out,
+        } => {
+            let (p, preset) = gallery_preset(&ctx, &gallery)?;
+            let (ds, label) = ctx.dataset(&p, &data)?;
+            let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
+            let budget = tier.budget(gallery_mmacs(&gallery)?);
+            let sn_dir = supernet.unwrap_or_else(|| out.join("supernet"));
+            let s = pctx.search(&gallery, budget, loss, reward, &sn_dir, &out)?;
+            println!(
+                "best of {} candidates under {budget:.2} MMACs: {:.2} MMACs, reward {:.4} (hom {:.4}, het {:.4}); wrote {}",
+                s.evaluated,
+                s.best.mmacs,
+                s.best.rewards.reward,
+                s.best.rewards.homogeneous,
+                s.best.rewards.heterogeneous,
+                out.join("best.json").display()
+            );
+        }
+        Command::Pipeline { preset, data, out } => {
+            let p = ctx.preset(&preset)?;
+            let (ds, label) = ctx.dataset(&p, &data)?;
+            let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
+            let runs = hetvis_trainer::pipeline::run(&pctx, &out)?;
+            let report_dir = out.join("report");
+            let report = hetvis_trainer::pipeline::report(
+                &runs,
+                &ds,
+                &label,
+                &report_dir,
+                &ort_config(device),
+            )?;
+            print!("{}", hetvis_trainer::eval::markdown(&report));
+            println!("report: {}", report_dir.join("report.md").display());
+        }
         Command::StepBench {
             arch,
             preset,
@@ -356,6 +460,50 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn ort_config(device: tch::Device) -> SessionConfig {
+    SessionConfig {
+        device: if matches!(device, tch::Device::Cuda(_)) {
+            OrtDevice::Cuda
+        } else {
+            OrtDevice::Cpu
+        },
+        ..Default::default()
+    }
+}
+
+fn gallery_manifest(gallery: &Path) -> anyhow::Result<ModelManifest> {
+    ModelManifest::load(&gallery.join("model.json"))
+        .with_context(|| format!("{} is not a finished gallery run", gallery.display()))
+}
+
+fn gallery_mmacs(gallery: &Path) -> anyhow::Result<f64> {
+    Ok(gallery_manifest(gallery)?.mmacs)
+}
+
+/// The preset a gallery run was trained with.
+fn gallery_preset(ctx: &Ctx, gallery: &Path) -> anyhow::Result<(Preset, String)> {
+    let name = gallery_manifest(gallery)?.provenance.preset;
+    Ok((ctx.preset(&name)?, name))
+}
+
+fn pipeline_ctx<'a>(
+    p: &'a Preset,
+    preset: &'a str,
+    ds: &'a Dataset,
+    label: &'a str,
+    device: tch::Device,
+    data: &DataArgs,
+) -> PipelineCtx<'a> {
+    PipelineCtx {
+        preset: p,
+        preset_name: preset,
+        data: ds,
+        data_label: label,
+        device,
+        seed: data.seed.unwrap_or(p.seed),
+    }
 }
 
 fn report_outcome(o: &train::Outcome) {

@@ -1,0 +1,123 @@
+//! CMP-NAS end to end on the tiny preset through the real binary: super-network -> search -> retrain the winner
+//! -> export -> evaluation with baselines, then a second search reusing the super-network, then a re-run that
+//! finds every stage finished.
+
+use std::path::Path;
+
+use hetvis_tests::run_ok;
+
+fn train(args: &[&str]) -> String {
+    String::from_utf8_lossy(&run_ok("hetvis-train", &[&["--device", "cpu"], args].concat()).stdout)
+        .into_owned()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn tiny_pipeline_searches_retrains_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let text = train(&["pipeline", "--preset", "tiny", "--out", &s(&out)]);
+    assert!(text.contains("| cmpnas-8x | bct |"), "{text}");
+
+    let tier = out.join("tier-8x");
+    let gallery_mmacs = json(&out.join("gallery/model.json"))["mmacs"]
+        .as_f64()
+        .unwrap();
+    let budget = gallery_mmacs / 8.0;
+    // The search: every candidate logged, under the budget, never twice; the winner is the best logged.
+    let log = std::fs::read_to_string(tier.join("search/search_log.jsonl")).unwrap();
+    let cands: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = json(&tier.join("search/summary.json"));
+    assert_eq!(cands.len() as u64, summary["evaluated"].as_u64().unwrap());
+    assert!(cands.len() >= 6);
+    let mut keys = std::collections::HashSet::new();
+    for c in &cands {
+        assert!(c["mmacs"].as_f64().unwrap() <= budget + 1e-9, "{c}");
+        assert!(
+            keys.insert((c["blocks"].to_string(), c["widths"].to_string())),
+            "evaluated twice: {c}"
+        );
+    }
+    let best_reward = cands
+        .iter()
+        .map(|c| c["rewards"]["reward"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(
+        summary["best"]["rewards"]["reward"].as_f64().unwrap(),
+        best_reward
+    );
+    let best = json(&tier.join("search/best.json"));
+    assert_eq!(best["family"], "spos");
+    assert_eq!(best["blocks"], summary["best"]["blocks"]);
+    assert!(std::fs::read_to_string(tier.join("search/reward.svg"))
+        .unwrap()
+        .contains("<polyline"));
+
+    // The retrained winner is that architecture, exported as a compatible query model under the budget.
+    let winner = json(&tier.join("cmpnas-bct/model.json"));
+    assert_eq!(winner["spec"]["backbone"]["blocks"], best["blocks"]);
+    assert_eq!(
+        winner["compat_id"],
+        json(&out.join("gallery/model.json"))["compat_id"]
+    );
+    assert!(winner["mmacs"].as_f64().unwrap() <= budget + 1e-9);
+    assert!(tier.join("cmpnas-bct/model.onnx").is_file());
+
+    // The report covers the winner and both baselines in both modes, with the plot.
+    let report = json(&out.join("report/report.json"));
+    let names: Vec<&str> = report["query_models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "cmpnas-8x",
+        "mobilenetv2-8x-bct",
+        "mobilenetv2-8x-independent",
+        "shufflenetv2-8x-bct",
+        "shufflenetv2-8x-independent",
+    ] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    assert!(
+        std::fs::read_to_string(out.join("report/accuracy_vs_mmacs.svg"))
+            .unwrap()
+            .contains("<circle")
+    );
+
+    // Another reward over the same super-network: only the search runs.
+    let r2 = dir.path().join("search-r2");
+    let text = train(&[
+        "search",
+        "--gallery",
+        &s(&out.join("gallery")),
+        "--tier",
+        "8x",
+        "--reward",
+        "r2",
+        "--supernet",
+        &s(&tier.join("supernet")),
+        "--out",
+        &s(&r2),
+    ]);
+    assert!(text.contains("best of"), "{text}");
+    assert_eq!(json(&r2.join("summary.json"))["reward"], "r2");
+
+    // Re-running the pipeline finds every stage finished.
+    let start = std::time::Instant::now();
+    train(&["pipeline", "--preset", "tiny", "--out", &s(&out)]);
+    let log_again = std::fs::read_to_string(tier.join("search/search_log.jsonl")).unwrap();
+    assert_eq!(log_again, log, "a finished search was extended");
+    eprintln!("re-run took {:?}", start.elapsed());
+}

@@ -1,0 +1,441 @@
+//! CMP-NAS: BCT training of the super-network, then the compatibility-aware search over it.
+
+use std::path::{Path, PathBuf};
+
+use hetvis_models::arch::{Backbone, SposSpace, SposSpec};
+use hetvis_models::metrics::{evaluate as retrieval, Labelled, MetricsConfig, RetrievalMetrics};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::{Dataset, Split3};
+use crate::preset::{ClassifierPreset, Schedule};
+use crate::search::{self, Candidate, Rewards, SearchConfig};
+use crate::supernet::{recalibrate_bn, sample, SuperNet};
+use crate::tch_net::TchNet;
+use crate::train::{fit, FitConfig, GalleryRun, TrainError};
+
+/// How the super-network is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SupernetLoss {
+    /// Own classifier plus BCT's influence loss through the gallery's frozen classifier.
+    Bct,
+    /// Own classifier only (the ablation).
+    Vanilla,
+}
+
+/// Which reward the search maximises (paper Table 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Reward {
+    /// R1 = M(q, q): what ordinary NAS optimises.
+    R1,
+    /// R2 = M(q, g): heterogeneous accuracy only.
+    R2,
+    /// R3 = w_hom * M(q, q) + w_het * M(q, g).
+    R3,
+}
+
+/// The validation metric behind M(., .) during the search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardMetric {
+    Top1,
+    Top5,
+    Top10,
+    MapAtR,
+    #[serde(rename = "tar_at_far_1e-3")]
+    #[value(name = "tar-at-far-1e-3")]
+    TarAtFar1e3,
+}
+
+impl RewardMetric {
+    fn of(self, m: &RetrievalMetrics) -> f64 {
+        match self {
+            RewardMetric::Top1 => m.top(1),
+            RewardMetric::Top5 => m.top(5),
+            RewardMetric::Top10 => m.top(10),
+            RewardMetric::MapAtR => m.map_at_r,
+            RewardMetric::TarAtFar1e3 => m.tar(1e-3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SupernetPreset {
+    /// Epochs in total; the first `warmup_epochs` average all blocks at full width instead of sampling.
+    pub epochs: usize,
+    pub warmup_epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CmpNasPreset {
+    pub supernet: SupernetPreset,
+    pub search: SearchConfig,
+    /// Training batches for each candidate's BN recalibration.
+    pub bn_batches: usize,
+    /// Validation images used for rewards (0 = all).
+    pub val_limit: usize,
+    pub reward_metric: RewardMetric,
+    /// R3 weights of M(q, q) and M(q, g).
+    pub r3_weights: (f64, f64),
+    /// FLOPs tiers of the pipeline, as gallery-MMACs / query-MMACs ratios.
+    pub tiers: Vec<f64>,
+}
+
+/// What a super-network directory holds besides its checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupernetRun {
+    pub space: SposSpace,
+    pub input_size: usize,
+    pub embedding_dim: usize,
+    pub classes: usize,
+    pub loss: SupernetLoss,
+    pub gallery: PathBuf,
+    pub classifier: ClassifierPreset,
+    pub preset: SupernetPreset,
+    pub bct_weight: f64,
+    pub seed: u64,
+}
+
+fn read_run(dir: &Path) -> Result<SupernetRun, TrainError> {
+    let path = dir.join("supernet.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::File {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Trains (or resumes, or finds finished) the super-network in `dir` and returns it.
+pub fn train_supernet(
+    dir: &Path,
+    run: &SupernetRun,
+    data: &Dataset,
+    device: Device,
+    augment: bool,
+) -> Result<SuperNet, TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::File {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })?;
+    let path = dir.join("supernet.json");
+    if path.exists() {
+        let existing = read_run(dir)?;
+        if &existing != run {
+            return Err(TrainError::ConfigMismatch {
+                dir: dir.to_owned(),
+                what: "a different super-network".into(),
+            });
+        }
+    } else {
+        let text = serde_json::to_string_pretty(run).map_err(|e| TrainError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        hetvis_models::onnx::export::write_atomic(&path, text.as_bytes())?;
+    }
+    let gallery = GalleryRun::load(&run.gallery, run.classifier, device)?;
+    let mut sn = SuperNet::new(
+        run.space.clone(),
+        run.input_size,
+        run.embedding_dim,
+        run.classes,
+        run.classifier,
+        device,
+    )?;
+    let mut rng = StdRng::seed_from_u64(run.seed);
+    let p = run.preset;
+    let name = dir
+        .file_name()
+        .map_or("supernet".into(), |s| s.to_string_lossy().into_owned());
+    let mut vs = std::mem::replace(&mut sn.vs, tch::nn::VarStore::new(device));
+    let result = fit(
+        &FitConfig {
+            dir,
+            name: &name,
+            schedule: Schedule {
+                epochs: p.epochs,
+                batch: p.batch,
+                lr: p.lr,
+            },
+            augment,
+        },
+        &mut vs,
+        data,
+        device,
+        |x, y, epoch| {
+            let e = if epoch < p.warmup_epochs {
+                sn.warmup.forward_t(x, true)
+            } else {
+                let arch = sample(&run.space, &mut rng);
+                sn.child(&arch)
+                    .expect("sampled architectures lower")
+                    .forward_t(x, true)
+            };
+            let mut loss = sn.head.loss(&e, y);
+            if run.loss == SupernetLoss::Bct {
+                loss += gallery.head.loss(&e, y) * run.bct_weight;
+            }
+            let correct = sn
+                .head
+                .logits(&e, None)
+                .argmax(-1, false)
+                .eq_tensor(y)
+                .sum(Kind::Int64);
+            (loss, correct)
+        },
+        || f64::NAN,
+    );
+    sn.vs = vs;
+    result?;
+    Ok(sn)
+}
+
+/// Loads a finished (or partly trained) super-network from its directory.
+pub fn load_supernet(dir: &Path, device: Device) -> Result<(SuperNet, SupernetRun), TrainError> {
+    let run = read_run(dir)?;
+    let mut sn = SuperNet::new(
+        run.space.clone(),
+        run.input_size,
+        run.embedding_dim,
+        run.classes,
+        run.classifier,
+        device,
+    )?;
+    sn.vs.load(dir.join("checkpoint.safetensors"))?;
+    Ok((sn, run))
+}
+
+/// Embeds a split with a tch network in inference mode.
+pub fn embed(net: &TchNet, split: &Split3, limit: usize) -> Tensor {
+    let n = if limit == 0 {
+        split.len()
+    } else {
+        limit.min(split.len())
+    };
+    tch::no_grad(|| {
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(512)
+            .map(|s| net.forward_t(&split.x.narrow(0, s as i64, 512.min(n - s) as i64), false))
+            .collect();
+        Tensor::cat(&parts, 0)
+    })
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default()
+}
+
+/// Scores candidates: recalibrate BN, embed the validation split, M(q, q) and M(q, g) against the gallery's
+/// validation embeddings (computed once).
+pub struct Evaluator<'a> {
+    data: &'a Dataset,
+    gallery_val: Vec<f32>,
+    labels: Vec<u32>,
+    limit: usize,
+    bn_batches: usize,
+    bn_batch: usize,
+    metric: RewardMetric,
+    reward: Reward,
+    r3_weights: (f64, f64),
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(
+        data: &'a Dataset,
+        gallery: &GalleryRun,
+        preset: &CmpNasPreset,
+        reward: Reward,
+        bn_batch: usize,
+    ) -> Self {
+        let limit = if preset.val_limit == 0 {
+            data.val.len()
+        } else {
+            preset.val_limit.min(data.val.len())
+        };
+        let labels = data.val.labels()[..limit].to_vec();
+        Self {
+            data,
+            gallery_val: to_vec(&embed(&gallery.net, &data.val, limit)),
+            labels,
+            limit,
+            bn_batches: preset.bn_batches,
+            bn_batch,
+            metric: preset.reward_metric,
+            reward,
+            r3_weights: preset.r3_weights,
+        }
+    }
+
+    pub fn evaluate(&self, sn: &SuperNet, arch: &SposSpec) -> Result<Rewards, String> {
+        let mut child = sn.child(arch).map_err(|e| e.to_string())?;
+        recalibrate_bn(&mut child, &self.data.train, self.bn_batches, self.bn_batch);
+        let q = to_vec(&embed(&child, &self.data.val, self.limit));
+        let dim = sn.embedding_dim;
+        let cfg = MetricsConfig {
+            leave_one_out: true,
+            fars: if self.metric == RewardMetric::TarAtFar1e3 {
+                vec![1e-3]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        let qe = Labelled::new(&q, &self.labels, dim);
+        let ge = Labelled::new(&self.gallery_val, &self.labels, dim);
+        let hom = self.metric.of(&retrieval(qe, qe, &cfg));
+        let het = self.metric.of(&retrieval(qe, ge, &cfg));
+        let reward = match self.reward {
+            Reward::R1 => hom,
+            Reward::R2 => het,
+            Reward::R3 => self.r3_weights.0 * hom + self.r3_weights.1 * het,
+        };
+        Ok(Rewards {
+            homogeneous: hom,
+            heterogeneous: het,
+            reward,
+        })
+    }
+}
+
+/// The SPOS channel multiplier for a FLOPs budget: the paper's tiers scale every width (1.0 / 0.75 / 0.5); we
+/// pick, from a slightly wider ladder, the multiplier whose reference architecture is closest to the budget.
+pub fn multiplier_for(
+    budget_mmacs: f64,
+    input_size: usize,
+    dim: usize,
+    stem: hetvis_models::arch::Stem,
+) -> f64 {
+    let ladder = [1.0, 0.75, 0.5, 0.35, 0.25];
+    let cost = |m: f64| {
+        let arch = SposSpec::reference_in(SposSpace {
+            multiplier: m,
+            stem,
+        });
+        let spec = hetvis_models::arch::ModelSpec::new(Backbone::Spos(arch), input_size, dim);
+        spec.lower()
+            .ok()
+            .and_then(|n| hetvis_models::flops::count(&n).ok())
+            .map_or(f64::INFINITY, |c| c.mmacs())
+    };
+    *ladder
+        .iter()
+        .min_by(|a, b| {
+            (cost(**a).ln() - budget_mmacs.ln())
+                .abs()
+                .total_cmp(&(cost(**b).ln() - budget_mmacs.ln()).abs())
+        })
+        .unwrap_or(&1.0)
+}
+
+/// The outcome of a search directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchSummary {
+    pub max_mmacs: f64,
+    pub reward: Reward,
+    pub metric: RewardMetric,
+    pub evaluated: usize,
+    pub best: Candidate,
+    /// Best-so-far and mean reward per generation.
+    pub per_generation: Vec<(usize, f64, f64)>,
+}
+
+/// The best `n` candidates, best first.
+pub fn best_n(all: &[Candidate], n: usize) -> Vec<Candidate> {
+    let mut v = all.to_vec();
+    v.sort_by(|a, b| b.rewards.reward.total_cmp(&a.rewards.reward));
+    v.truncate(n);
+    v
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn search_dir(
+    out: &Path,
+    sn: &SuperNet,
+    evaluator: &Evaluator,
+    config: &SearchConfig,
+    max_mmacs: f64,
+    reward: Reward,
+    metric: RewardMetric,
+) -> Result<SearchSummary, TrainError> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::File {
+        path: out.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mmacs = |a: &SposSpec| {
+        sn.child_spec(a)
+            .lower()
+            .ok()
+            .and_then(|n| hetvis_models::flops::count(&n).ok())
+            .map_or(f64::INFINITY, |c| c.mmacs())
+    };
+    let bar = indicatif::ProgressBar::new(config.generations as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>12} [{bar:25}] gen {pos}/{len} {msg} (eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix("search");
+    let mut per_generation = Vec::new();
+    let all = search::run(
+        &sn.space,
+        config,
+        max_mmacs,
+        &out.join("search_log.jsonl"),
+        mmacs,
+        |a| evaluator.evaluate(sn, a),
+        |g, best, mean| {
+            per_generation.push((g, best, mean));
+            bar.set_message(format!("best {best:.4} mean {mean:.4}"));
+            bar.inc(1);
+            tracing::info!(generation = g, best, mean, "search generation done");
+        },
+    )
+    .map_err(|e| TrainError::File {
+        path: out.to_owned(),
+        message: e.to_string(),
+    })?;
+    bar.finish_and_clear();
+    let best = search::best(&all)
+        .cloned()
+        .ok_or_else(|| TrainError::File {
+            path: out.to_owned(),
+            message: "no candidate evaluated".into(),
+        })?;
+    let summary = SearchSummary {
+        max_mmacs,
+        reward,
+        metric,
+        evaluated: all.len(),
+        best: best.clone(),
+        per_generation,
+    };
+    let write = |name: &str, text: String| -> Result<(), TrainError> {
+        Ok(hetvis_models::onnx::export::write_atomic(
+            &out.join(name),
+            text.as_bytes(),
+        )?)
+    };
+    let best_spec = Backbone::Spos(best.spec(&sn.space));
+    write(
+        "best.json",
+        serde_json::to_string_pretty(&best_spec).unwrap_or_default(),
+    )?;
+    write(
+        "summary.json",
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    )?;
+    write(
+        "reward.svg",
+        crate::plot::reward_per_generation(&summary.per_generation, &format!("{reward:?}")),
+    )?;
+    Ok(summary)
+}

@@ -1,0 +1,370 @@
+//! The whole CMP-NAS job on one data set: gallery -> per FLOPs tier: BCT super-network -> search -> retrain the
+//! winner -> baselines at the same tier (BCT and independent) -> evaluation, report and plot. Every stage lives
+//! in its own directory and is skipped when finished, so re-running the command resumes.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hetvis_models::arch::{
+    Backbone, MobileNetV2Spec, ModelSpec, ShuffleNetV2Spec, ShuffleWidth, SposSpace, Stem,
+};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::cmpnas::{self, Evaluator, Reward, SupernetLoss, SupernetRun};
+use crate::data::Dataset;
+use crate::preset::Preset;
+use crate::train::{self, GalleryRun, Objective, QueryMode, RunConfig, TrainError};
+
+/// A FLOPs budget: `23x` (that many times fewer MMACs than the gallery model) or an absolute MMACs figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Tier {
+    Ratio(f64),
+    Mmacs(f64),
+}
+
+impl FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("tier {s:?}: expected a ratio like 23x or MMACs like 1.5");
+        match s.strip_suffix('x') {
+            Some(r) => r
+                .parse()
+                .ok()
+                .filter(|v: &f64| *v > 0.0)
+                .map(Tier::Ratio)
+                .ok_or_else(bad),
+            None => s
+                .parse()
+                .ok()
+                .filter(|v: &f64| *v > 0.0)
+                .map(Tier::Mmacs)
+                .ok_or_else(bad),
+        }
+    }
+}
+
+impl Tier {
+    pub fn budget(self, gallery_mmacs: f64) -> f64 {
+        match self {
+            Tier::Ratio(r) => gallery_mmacs / r,
+            Tier::Mmacs(m) => m,
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Tier::Ratio(r) => format!("{r}x"),
+            Tier::Mmacs(m) => format!("{m}mmacs"),
+        }
+    }
+}
+
+fn mmacs(spec: &ModelSpec) -> f64 {
+    spec.lower()
+        .ok()
+        .and_then(|n| hetvis_models::flops::count(&n).ok())
+        .map_or(f64::INFINITY, |c| c.mmacs())
+}
+
+/// MobileNetV2 and ShuffleNetV2 scaled to a budget: MobileNetV2's width multiplier from a 0.05 grid, and the
+/// published ShuffleNetV2 width, each closest to the budget on a log scale, with the preset's stem.
+pub fn baselines_for(budget: f64, p: &Preset) -> Vec<(String, ModelSpec)> {
+    let stem = |b: &Backbone| match b {
+        Backbone::Mobilenetv2(s) => s.stem,
+        Backbone::Shufflenetv2(s) => s.stem,
+        Backbone::Resnet(s) => s.stem,
+        Backbone::Spos(s) => s.space.stem,
+    };
+    let stem_of = |name: &str| p.baselines.get(name).map_or(Stem::Imagenet, stem);
+    let closest = |cands: Vec<ModelSpec>| {
+        cands
+            .into_iter()
+            .min_by(|a, b| {
+                (mmacs(a).ln() - budget.ln())
+                    .abs()
+                    .total_cmp(&(mmacs(b).ln() - budget.ln()).abs())
+            })
+            .expect("non-empty candidate list")
+    };
+    let mnv2 = closest(
+        (2..=40)
+            .map(|i| {
+                p.spec(Backbone::Mobilenetv2(MobileNetV2Spec {
+                    width: i as f64 * 0.05,
+                    stem: stem_of("mobilenetv2"),
+                }))
+            })
+            .collect(),
+    );
+    let shuffle = closest(
+        [
+            ShuffleWidth::X0_5,
+            ShuffleWidth::X1_0,
+            ShuffleWidth::X1_5,
+            ShuffleWidth::X2_0,
+        ]
+        .into_iter()
+        .map(|width| {
+            p.spec(Backbone::Shufflenetv2(ShuffleNetV2Spec {
+                width,
+                stem: stem_of("shufflenetv2"),
+            }))
+        })
+        .collect(),
+    );
+    vec![
+        ("mobilenetv2".into(), mnv2),
+        ("shufflenetv2".into(), shuffle),
+    ]
+}
+
+/// Everything that stays fixed across the pipeline's stages.
+pub struct Context<'a> {
+    pub preset: &'a Preset,
+    pub preset_name: &'a str,
+    pub data: &'a Dataset,
+    pub data_label: &'a str,
+    pub device: Device,
+    pub seed: u64,
+}
+
+impl Context<'_> {
+    pub fn query_config(
+        &self,
+        name: &str,
+        spec: ModelSpec,
+        mode: QueryMode,
+        gallery: &Path,
+    ) -> RunConfig {
+        let p = self.preset;
+        RunConfig {
+            name: name.to_owned(),
+            spec,
+            objective: Objective::Query {
+                mode,
+                gallery: gallery.to_owned(),
+            },
+            schedule: p.query,
+            classifier: p.classifier,
+            bct_weight: p.bct_weight,
+            l2_weight: p.l2_weight,
+            augment: p.augment,
+            seed: self.seed,
+            data: self.data_label.to_owned(),
+            preset: self.preset_name.to_owned(),
+        }
+    }
+
+    pub fn gallery_config(&self, name: &str) -> RunConfig {
+        let p = self.preset;
+        RunConfig {
+            name: name.to_owned(),
+            spec: p.gallery_spec(),
+            objective: Objective::Gallery,
+            schedule: p.gallery.train,
+            classifier: p.classifier,
+            bct_weight: p.bct_weight,
+            l2_weight: p.l2_weight,
+            augment: p.augment,
+            seed: self.seed,
+            data: self.data_label.to_owned(),
+            preset: self.preset_name.to_owned(),
+        }
+    }
+
+    /// The super-network of a budget (its SPOS multiplier chosen for the budget).
+    pub fn supernet_run(&self, gallery: &Path, budget: f64, loss: SupernetLoss) -> SupernetRun {
+        let p = self.preset;
+        let stem = match &p.gallery.backbone {
+            Backbone::Resnet(r) => r.stem,
+            _ => Stem::Imagenet,
+        };
+        SupernetRun {
+            space: SposSpace {
+                multiplier: cmpnas::multiplier_for(budget, p.input_size, p.embedding_dim, stem),
+                stem,
+            },
+            input_size: p.input_size,
+            embedding_dim: p.embedding_dim,
+            classes: self.data.classes,
+            loss,
+            gallery: gallery.to_owned(),
+            classifier: p.classifier,
+            preset: p.cmpnas.supernet,
+            bct_weight: p.bct_weight,
+            seed: self.seed,
+        }
+    }
+
+    /// Trains (or reuses) the super-network in `supernet_dir` and searches it into `out`.
+    pub fn search(
+        &self,
+        gallery: &Path,
+        budget: f64,
+        loss: SupernetLoss,
+        reward: Reward,
+        supernet_dir: &Path,
+        out: &Path,
+    ) -> Result<cmpnas::SearchSummary, TrainError> {
+        let run = self.supernet_run(gallery, budget, loss);
+        let sn = cmpnas::train_supernet(
+            supernet_dir,
+            &run,
+            self.data,
+            self.device,
+            self.preset.augment,
+        )?;
+        let g = GalleryRun::load(gallery, self.preset.classifier, self.device)?;
+        let c = &self.preset.cmpnas;
+        let evaluator = Evaluator::new(self.data, &g, c, reward, run.preset.batch);
+        let config = crate::search::SearchConfig {
+            seed: self.seed,
+            ..c.search
+        };
+        cmpnas::search_dir(
+            out,
+            &sn,
+            &evaluator,
+            &config,
+            budget,
+            reward,
+            c.reward_metric,
+        )
+    }
+}
+
+/// Directories of the query models a pipeline trained, for evaluation.
+pub struct PipelineRuns {
+    pub gallery: PathBuf,
+    pub queries: Vec<PathBuf>,
+}
+
+/// Runs the pipeline into `out`.
+pub fn run(ctx: &Context, out: &Path) -> Result<PipelineRuns, TrainError> {
+    let gallery = out.join("gallery");
+    let g = train::run(
+        &gallery,
+        &ctx.gallery_config("gallery"),
+        ctx.data,
+        ctx.device,
+    )?;
+    let gallery_mmacs = g.manifest.mmacs;
+    let mut queries = Vec::new();
+    for &ratio in &ctx.preset.cmpnas.tiers {
+        let tier = Tier::Ratio(ratio);
+        let budget = tier.budget(gallery_mmacs);
+        let dir = out.join(format!("tier-{}", tier.label()));
+        tracing::info!(tier = %tier.label(), budget_mmacs = budget, "tier");
+        let summary = ctx.search(
+            &gallery,
+            budget,
+            SupernetLoss::Bct,
+            Reward::R3,
+            &dir.join("supernet"),
+            &dir.join("search"),
+        )?;
+        let winner = dir.join("cmpnas-bct");
+        let spec = ModelSpec::new(
+            Backbone::Spos(
+                summary
+                    .best
+                    .spec(&ctx.supernet_run(&gallery, budget, SupernetLoss::Bct).space),
+            ),
+            ctx.preset.input_size,
+            ctx.preset.embedding_dim,
+        );
+        let name = format!("cmpnas-{}", tier.label());
+        train::run(
+            &winner,
+            &ctx.query_config(&name, spec, QueryMode::Bct, &gallery),
+            ctx.data,
+            ctx.device,
+        )?;
+        queries.push(winner);
+        for (arch, spec) in baselines_for(budget, ctx.preset) {
+            for mode in [QueryMode::Bct, QueryMode::Independent] {
+                let m = serde_json::to_value(mode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let d = dir.join(format!("{arch}-{m}"));
+                let name = format!("{arch}-{}-{m}", tier.label());
+                train::run(
+                    &d,
+                    &ctx.query_config(&name, spec.clone(), mode, &gallery),
+                    ctx.data,
+                    ctx.device,
+                )?;
+                queries.push(d);
+            }
+        }
+    }
+    Ok(PipelineRuns { gallery, queries })
+}
+
+/// Evaluates the pipeline's models and writes `report.json`, `report.md` and `accuracy_vs_mmacs.svg`.
+pub fn report(
+    runs: &PipelineRuns,
+    data: &Dataset,
+    data_label: &str,
+    out: &Path,
+    ort: &hetvis_models::runtime::SessionConfig,
+) -> Result<crate::eval::Report, crate::eval::EvalError> {
+    let report = crate::eval::run(
+        &runs.gallery,
+        &runs.queries,
+        data_label,
+        &data.test,
+        out,
+        ort,
+    )?;
+    let points: Vec<crate::plot::Point> = report
+        .query_models
+        .iter()
+        .filter(|q| q.mode == "bct")
+        .map(|q| crate::plot::Point {
+            label: q.name.clone(),
+            mmacs: q.mmacs,
+            homogeneous: q.homogeneous.top1,
+            heterogeneous: q.heterogeneous.top1,
+        })
+        .collect();
+    let svg =
+        crate::plot::accuracy_vs_mmacs(&points, report.paragon.metrics.top1, "top-1 accuracy");
+    hetvis_models::onnx::export::write_atomic(&out.join("accuracy_vs_mmacs.svg"), svg.as_bytes())
+        .map_err(|e| crate::eval::EvalError::File {
+        path: out.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_parse_and_budget() {
+        assert_eq!("23x".parse::<Tier>().unwrap().budget(46.0), 2.0);
+        assert_eq!("1.5".parse::<Tier>().unwrap().budget(46.0), 1.5);
+        assert!(
+            "x".parse::<Tier>().is_err()
+                && "-2".parse::<Tier>().is_err()
+                && "0x".parse::<Tier>().is_err()
+        );
+    }
+
+    #[test]
+    fn baselines_land_near_the_budget() {
+        let p = crate::preset::load("cpu", None).unwrap();
+        for budget in [2.0, 0.6] {
+            let b = baselines_for(budget, &p);
+            let m = mmacs(&b[0].1);
+            assert!(
+                (m / budget).ln().abs() < 0.25,
+                "mobilenetv2 {m} vs {budget}"
+            );
+        }
+    }
+}
