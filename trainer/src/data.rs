@@ -133,6 +133,19 @@ impl Dataset {
         val_fraction: f64,
         device: Device,
     ) -> Result<Self, DataError> {
+        Self::load_limited(source, fashion, pre, val_fraction, 0, device)
+    }
+
+    /// As [`Self::load`], keeping a seeded subset of `train_limit` training images (0 = all). The validation
+    /// and test splits are unchanged.
+    pub fn load_limited(
+        source: &Source,
+        fashion: &FashionMnist,
+        pre: Preprocessing,
+        val_fraction: f64,
+        train_limit: usize,
+        device: Device,
+    ) -> Result<Self, DataError> {
         let ds = match source {
             Source::Preset(DataSpec::FashionMnist) => {
                 let train = fashion.load(Split::Train)?;
@@ -169,8 +182,20 @@ impl Dataset {
             }
             Source::Folder(root) => load_folder(root, pre, val_fraction)?,
         };
+        let train = if train_limit > 0 && train_limit < ds.train.len() {
+            let mut keep = permutation(ds.train.len(), SPLIT_SEED ^ 1);
+            keep.truncate(train_limit);
+            keep.sort_unstable();
+            let idx = Tensor::from_slice(&keep.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            Split3 {
+                x: ds.train.x.index_select(0, &idx),
+                y: ds.train.y.index_select(0, &idx),
+            }
+        } else {
+            ds.train
+        };
         Ok(Dataset {
-            train: ds.train.to_device(device),
+            train: train.to_device(device),
             val: ds.val.to_device(device),
             test: ds.test.to_device(device),
             ..ds

@@ -61,6 +61,9 @@ pub struct Preset {
     pub l2_weight: f64,
     pub augment: bool,
     pub val_fraction: f64,
+    /// Train on a seeded subset of this many training images (0 = all): a compute budget, not a data choice.
+    #[serde(default)]
+    pub train_limit: usize,
     pub seed: u64,
     /// Super-network, search and pipeline tiers.
     pub cmpnas: crate::cmpnas::CmpNasPreset,

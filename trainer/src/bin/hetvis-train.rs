@@ -209,8 +209,15 @@ impl Ctx {
             Source::Folder(_) => Preprocessing::imagenet(p.input_size),
             Source::Preset(_) => Preprocessing::fashion_mnist(p.input_size),
         };
-        let ds = Dataset::load(&source, &self.fashion, pre, p.val_fraction, self.device)
-            .with_context(|| format!("loading data {label}"))?;
+        let ds = Dataset::load_limited(
+            &source,
+            &self.fashion,
+            pre,
+            p.val_fraction,
+            p.train_limit,
+            self.device,
+        )
+        .with_context(|| format!("loading data {label}"))?;
         tracing::info!(
             data = %label, train = ds.train.len(), val = ds.val.len(), test = ds.test.len(), "data ready"
         );
