@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# `make demo`: the furthest real part of the hetvis pipeline that exists (see README, "What `make demo` does").
+# `make demo`: the hetvis job end to end on Fashion-MNIST with the cpu preset (see README).
+# Every stage is resumable: re-running skips what is finished.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 runs="${1:-runs}"
+preset="${PRESET:-cpu}"
 bin="$root/target/release"
-mkdir -p "$runs"
+out="$runs/fm"
+mkdir -p "$out"
 
-echo "== 1. Fashion-MNIST, read from the Debian package"
-"$bin/hetvis-model" data
+echo "== CMP-NAS pipeline ($preset preset): gallery ResNet-101 -> BCT super-network -> search per tier"
+echo "   -> retrain winners -> MobileNetV2 / ShuffleNetV2 baselines (BCT and independent) -> evaluation"
+"$bin/hetvis-train" pipeline --preset "$preset" --out "$out"
 
-echo "== 2. ONNX Runtime, loaded from the project venv"
-"$bin/hetvis-model" runtime
-
-echo "== 3. libtorch through tch: a small classifier trained on Fashion-MNIST (1 epoch), scored on the test split"
-"$bin/hetvis-train" smoke --epochs 1 --out "$runs/smoke"
-echo "demo done: outputs under $runs/"
+echo
+echo "demo done:"
+echo "  report:          $out/report/report.md (and report.json)"
+echo "  figure:          $out/report/accuracy_vs_mmacs.svg"
+echo "  searches:        $out/tier-*/search/{best.json,search_log.jsonl,reward.svg}"
+echo "  models (ONNX):   $out/gallery/model.onnx, $out/tier-*/*/model.onnx"
