@@ -179,6 +179,10 @@ pub fn run(
             .filter(|c| c.generation < generation)
             .cloned()
             .collect();
+        let earlier_keys: HashSet<Key> = earlier
+            .iter()
+            .map(|c| (c.blocks.clone(), c.widths.clone()))
+            .collect();
         let parents: Vec<SposSpec> = top_k(&earlier, config.select)
             .iter()
             .map(|c| c.spec(space))
@@ -213,11 +217,7 @@ pub fn run(
             };
             let k = key(&child);
             // Duplicates of this generation are skipped; candidates seen in earlier generations are known.
-            if proposed_keys.contains(&k)
-                || all
-                    .iter()
-                    .any(|c| c.generation < generation && (c.blocks.clone(), c.widths.clone()) == k)
-            {
+            if proposed_keys.contains(&k) || earlier_keys.contains(&k) {
                 continue;
             }
             if mmacs(&child) > max_mmacs {

@@ -304,18 +304,10 @@ fn main() -> anyhow::Result<()> {
             data,
             out,
         } => {
-            let preset = match preset {
-                Some(p) => p,
-                None => {
-                    ModelManifest::load(&gallery.join("model.json"))
-                        .with_context(|| {
-                            format!("{} is not a finished gallery run", gallery.display())
-                        })?
-                        .provenance
-                        .preset
-                }
+            let (p, preset) = match preset {
+                Some(name) => (ctx.preset(&name)?, name),
+                None => gallery_preset(&ctx, &gallery)?,
             };
-            let p = ctx.preset(&preset)?;
             let (ds, label) = ctx.dataset(&p, &data)?;
             let config = RunConfig {
                 name: run_name(&out),
@@ -338,19 +330,16 @@ fn main() -> anyhow::Result<()> {
             data,
             out,
         } => {
-            let gm = ModelManifest::load(&gallery.join("model.json"))
-                .with_context(|| format!("{} is not a finished gallery run", gallery.display()))?;
-            let p = ctx.preset(&gm.provenance.preset)?;
+            let (p, _) = gallery_preset(&ctx, &gallery)?;
             let (ds, label) = ctx.dataset(&p, &data)?;
-            let ort = SessionConfig {
-                device: if matches!(device, tch::Device::Cuda(_)) {
-                    OrtDevice::Cuda
-                } else {
-                    OrtDevice::Cpu
-                },
-                ..Default::default()
-            };
-            let report = hetvis_trainer::eval::run(&gallery, &query, &label, &ds.test, &out, &ort)?;
+            let report = hetvis_trainer::eval::run(
+                &gallery,
+                &query,
+                &label,
+                &ds.test,
+                &out,
+                &ort_config(device),
+            )?;
             print!("{}", hetvis_trainer::eval::markdown(&report));
             println!(
                 "wrote {} and {}",
