@@ -240,8 +240,14 @@ pub struct PipelineRuns {
     pub queries: Vec<PathBuf>,
 }
 
-/// Runs the pipeline into `out`.
-pub fn run(ctx: &Context, out: &Path) -> Result<PipelineRuns, TrainError> {
+/// Runs the pipeline into `out`. `on_stage` is called with the runs finished so far after every query model,
+/// so a long run leaves an up-to-date report behind at each step. Per tier, the baselines come first (they
+/// are cheaper and give the compatibility picture early), then the super-network, the search and the winner.
+pub fn run(
+    ctx: &Context,
+    out: &Path,
+    mut on_stage: impl FnMut(&PipelineRuns),
+) -> Result<PipelineRuns, TrainError> {
     let gallery = out.join("gallery");
     let g = train::run(
         &gallery,
@@ -250,38 +256,15 @@ pub fn run(ctx: &Context, out: &Path) -> Result<PipelineRuns, TrainError> {
         ctx.device,
     )?;
     let gallery_mmacs = g.manifest.mmacs;
-    let mut queries = Vec::new();
+    let mut runs = PipelineRuns {
+        gallery: gallery.clone(),
+        queries: Vec::new(),
+    };
     for &ratio in &ctx.preset.cmpnas.tiers {
         let tier = Tier::Ratio(ratio);
         let budget = tier.budget(gallery_mmacs);
         let dir = out.join(format!("tier-{}", tier.label()));
         tracing::info!(tier = %tier.label(), budget_mmacs = budget, "tier");
-        let summary = ctx.search(
-            &gallery,
-            budget,
-            SupernetLoss::Bct,
-            Reward::R3,
-            &dir.join("supernet"),
-            &dir.join("search"),
-        )?;
-        let winner = dir.join("cmpnas-bct");
-        let spec = ModelSpec::new(
-            Backbone::Spos(
-                summary
-                    .best
-                    .spec(&ctx.supernet_run(&gallery, budget, SupernetLoss::Bct).space),
-            ),
-            ctx.preset.input_size,
-            ctx.preset.embedding_dim,
-        );
-        let name = format!("cmpnas-{}", tier.label());
-        train::run(
-            &winner,
-            &ctx.query_config(&name, spec, QueryMode::Bct, &gallery),
-            ctx.data,
-            ctx.device,
-        )?;
-        queries.push(winner);
         for (arch, spec) in baselines_for(budget, ctx.preset) {
             for mode in [QueryMode::Bct, QueryMode::Independent] {
                 let m = serde_json::to_value(mode)
@@ -296,11 +279,36 @@ pub fn run(ctx: &Context, out: &Path) -> Result<PipelineRuns, TrainError> {
                     ctx.data,
                     ctx.device,
                 )?;
-                queries.push(d);
+                runs.queries.push(d);
+                on_stage(&runs);
             }
         }
+        let summary = ctx.search(
+            &gallery,
+            budget,
+            SupernetLoss::Bct,
+            Reward::R3,
+            &dir.join("supernet"),
+            &dir.join("search"),
+        )?;
+        let space = ctx.supernet_run(&gallery, budget, SupernetLoss::Bct).space;
+        let spec = ModelSpec::new(
+            Backbone::Spos(summary.best.spec(&space)),
+            ctx.preset.input_size,
+            ctx.preset.embedding_dim,
+        );
+        let winner = dir.join("cmpnas-bct");
+        let name = format!("cmpnas-{}", tier.label());
+        train::run(
+            &winner,
+            &ctx.query_config(&name, spec, QueryMode::Bct, &gallery),
+            ctx.data,
+            ctx.device,
+        )?;
+        runs.queries.push(winner);
+        on_stage(&runs);
     }
-    Ok(PipelineRuns { gallery, queries })
+    Ok(runs)
 }
 
 /// Evaluates the pipeline's models and writes `report.json`, `report.md` and `accuracy_vs_mmacs.svg`.

@@ -395,15 +395,17 @@ fn main() -> anyhow::Result<()> {
             let p = ctx.preset(&preset)?;
             let (ds, label) = ctx.dataset(&p, &data)?;
             let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
-            let runs = hetvis_trainer::pipeline::run(&pctx, &out)?;
             let report_dir = out.join("report");
-            let report = hetvis_trainer::pipeline::report(
-                &runs,
-                &ds,
-                &label,
-                &report_dir,
-                &ort_config(device),
-            )?;
+            let ort = ort_config(device);
+            let runs = hetvis_trainer::pipeline::run(&pctx, &out, |so_far| {
+                // An interim report after every model; a failure here must not stop training.
+                if let Err(e) =
+                    hetvis_trainer::pipeline::report(so_far, &ds, &label, &report_dir, &ort)
+                {
+                    tracing::warn!("interim report: {e}");
+                }
+            })?;
+            let report = hetvis_trainer::pipeline::report(&runs, &ds, &label, &report_dir, &ort)?;
             print!("{}", hetvis_trainer::eval::markdown(&report));
             println!("report: {}", report_dir.join("report.md").display());
         }
