@@ -14,7 +14,7 @@ use hetvis_trainer::data::{Dataset, Source};
 use hetvis_trainer::device::DeviceChoice;
 use hetvis_trainer::pipeline::{Context as PipelineCtx, Tier};
 use hetvis_trainer::preset::{self, DataSpec, Preset};
-use hetvis_trainer::train::{self, Objective, QueryMode, RunConfig};
+use hetvis_trainer::train::{self, QueryMode};
 
 #[derive(Parser)]
 #[command(
@@ -281,19 +281,8 @@ fn main() -> anyhow::Result<()> {
         Command::Gallery { preset, data, out } => {
             let p = ctx.preset(&preset)?;
             let (ds, label) = ctx.dataset(&p, &data)?;
-            let config = RunConfig {
-                name: run_name(&out),
-                spec: p.gallery_spec(),
-                objective: Objective::Gallery,
-                schedule: p.gallery.train,
-                classifier: p.classifier,
-                bct_weight: p.bct_weight,
-                l2_weight: p.l2_weight,
-                augment: p.augment,
-                seed: data.seed.unwrap_or(p.seed),
-                data: label,
-                preset,
-            };
+            let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
+            let config = pctx.gallery_config(&run_name(&out));
             report_outcome(&train::run(&out, &config, &ds, device)?);
         }
         Command::Query {
@@ -309,19 +298,8 @@ fn main() -> anyhow::Result<()> {
                 None => gallery_preset(&ctx, &gallery)?,
             };
             let (ds, label) = ctx.dataset(&p, &data)?;
-            let config = RunConfig {
-                name: run_name(&out),
-                spec: query_spec(&arch, &p)?,
-                objective: Objective::Query { mode, gallery },
-                schedule: p.query,
-                classifier: p.classifier,
-                bct_weight: p.bct_weight,
-                l2_weight: p.l2_weight,
-                augment: p.augment,
-                seed: data.seed.unwrap_or(p.seed),
-                data: label,
-                preset,
-            };
+            let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
+            let config = pctx.query_config(&run_name(&out), query_spec(&arch, &p)?, mode, &gallery);
             report_outcome(&train::run(&out, &config, &ds, device)?);
         }
         Command::Eval {
