@@ -102,6 +102,20 @@ pub struct SupernetRun {
     pub seed: u64,
 }
 
+impl SupernetRun {
+    /// A fresh super-network of this run's shape.
+    pub fn build(&self, device: Device) -> Result<SuperNet, hetvis_models::arch::ArchError> {
+        SuperNet::new(
+            self.space.clone(),
+            self.input_size,
+            self.embedding_dim,
+            self.classes,
+            self.classifier,
+            device,
+        )
+    }
+}
+
 fn read_run(dir: &Path) -> Result<SupernetRun, TrainError> {
     let path = dir.join("supernet.json");
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::File {
@@ -143,14 +157,7 @@ pub fn train_supernet(
         hetvis_models::onnx::export::write_atomic(&path, text.as_bytes())?;
     }
     let gallery = GalleryRun::load(&run.gallery, run.classifier, device)?;
-    let mut sn = SuperNet::new(
-        run.space.clone(),
-        run.input_size,
-        run.embedding_dim,
-        run.classes,
-        run.classifier,
-        device,
-    )?;
+    let mut sn = run.build(device)?;
     let mut rng = StdRng::seed_from_u64(run.seed);
     let p = run.preset;
     let name = dir
@@ -202,14 +209,7 @@ pub fn train_supernet(
 /// Loads a finished (or partly trained) super-network from its directory.
 pub fn load_supernet(dir: &Path, device: Device) -> Result<(SuperNet, SupernetRun), TrainError> {
     let run = read_run(dir)?;
-    let mut sn = SuperNet::new(
-        run.space.clone(),
-        run.input_size,
-        run.embedding_dim,
-        run.classes,
-        run.classifier,
-        device,
-    )?;
+    let mut sn = run.build(device)?;
     sn.vs.load(dir.join("checkpoint.safetensors"))?;
     Ok((sn, run))
 }
