@@ -16,7 +16,10 @@ setup:
 build: setup
 	$(CARGO) build --workspace --release
 
+# End-to-end tests run the binaries as processes; `cargo test` alone builds only those of packages that have
+# integration tests, so build them all first.
 test: setup
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 demo: setup
