@@ -1,3 +1,5 @@
 //! Shared helpers for hetvis benchmarks.
 
+pub mod gallery_model;
+pub mod rss;
 pub mod stats;

@@ -23,6 +23,16 @@ impl FlatIndex {
         }
     }
 
+    /// Wraps row-major data; `None` when its length is not a multiple of `dim` (or `dim` is zero).
+    pub fn from_rows(dim: usize, data: Vec<f32>) -> Option<Self> {
+        (dim > 0 && data.len().is_multiple_of(dim)).then_some(Self { dim, data })
+    }
+
+    /// All vectors, row-major.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }

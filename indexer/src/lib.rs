@@ -1,3 +1,28 @@
 //! `hetvis-indexer`: embeds a gallery with the gallery model and keeps a persistent nearest-neighbour index.
+//!
+//! [`Index`] is the library the server uses: open (verified), search (HNSW or exact), add, save atomically.
+//! [`pipeline`] embeds image folders, JSONL manifests and Fashion-MNIST in bulk; [`recall`] measures HNSW
+//! against exact search.
 
+pub mod atomic_dir;
+pub mod checksum;
+pub mod compat;
+pub mod error;
 pub mod flat;
+pub mod graph;
+pub mod index;
+pub mod manifest;
+pub mod params;
+pub mod pipeline;
+pub mod recall;
+pub mod record;
+pub mod store;
+#[cfg(test)]
+mod test_model;
+pub mod vector;
+
+pub use error::IndexError;
+pub use index::{Hit, Index, SearchMode};
+pub use manifest::{GalleryModel, IndexManifest};
+pub use params::HnswParams;
+pub use record::Record;

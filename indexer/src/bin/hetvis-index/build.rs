@@ -1,0 +1,118 @@
+//! `build` and `add`: embed a source with the gallery model, then write the index atomically with the run's
+//! `errors.jsonl` beside it.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use hetvis_indexer::compat::check_is_gallery;
+use hetvis_indexer::manifest::MANIFEST_FILE;
+use hetvis_indexer::pipeline::{
+    embed_catalog, errors_jsonl, Catalog, Embedded, PipelineConfig, Source, SourceOptions,
+    ERRORS_FILE,
+};
+use hetvis_indexer::{GalleryModel, HnswParams, Index};
+use hetvis_models::embed::Embedder;
+
+use crate::{model, EmbedArgs};
+
+fn catalog(args: &EmbedArgs) -> anyhow::Result<Catalog> {
+    let opts = SourceOptions {
+        labels_from_dirs: args.labels_from_dirs,
+        fashion_mnist_root: args.fashion_mnist.clone(),
+    };
+    let source = Source::parse(&args.source, &opts)?;
+    let mut catalog = source
+        .catalog()
+        .with_context(|| format!("listing {}", args.source))?;
+    if let Some(n) = args.limit {
+        catalog.truncate(n);
+    }
+    Ok(catalog)
+}
+
+/// Runs the pipeline; fails only when not a single item could be embedded.
+fn embed(args: &EmbedArgs, catalog: Catalog, embedder: &mut Embedder) -> anyhow::Result<Embedded> {
+    let config = PipelineConfig {
+        batch: args.batch,
+        progress: !args.no_progress,
+        ..Default::default()
+    };
+    tracing::info!(items = catalog.len(), source = %args.source, batch = args.batch, "embedding");
+    let out = embed_catalog(catalog, embedder, &config)?;
+    if out.items.is_empty() {
+        let first = out
+            .failures
+            .first()
+            .map_or("the source is empty".to_owned(), |f| {
+                format!("first: {}: {}", f.id, f.error)
+            });
+        bail!(
+            "nothing could be embedded from {} ({} items skipped; {first})",
+            args.source,
+            out.failures.len()
+        );
+    }
+    Ok(out)
+}
+
+/// Inserts the run's vectors and writes the index with the run's errors report; prints a summary line.
+fn insert_and_save(
+    dir: &Path,
+    index: &mut Index,
+    mut run: Embedded,
+    verb: &str,
+) -> anyhow::Result<()> {
+    let added = run.items.len();
+    let started = Instant::now();
+    index.add(std::mem::take(&mut run.items))?;
+    let graph_seconds = started.elapsed().as_secs_f64();
+    index.save_with_extras(dir, &[(ERRORS_FILE, &errors_jsonl(&run.failures))])?;
+    let skipped = match run.failures.len() {
+        0 => "nothing skipped".to_owned(),
+        n => format!("{n} skipped, see {}", dir.join(ERRORS_FILE).display()),
+    };
+    println!(
+        "{verb} {}: {} vectors in the index (+{added} embedded, {skipped}); embedding {:.1} s ({:.0} images/s), HNSW insert {:.1} s",
+        dir.display(),
+        index.len(),
+        run.seconds,
+        (added + run.failures.len()) as f64 / run.seconds.max(1e-9),
+        graph_seconds,
+    );
+    Ok(())
+}
+
+pub fn build(
+    ort_lib: Option<&Path>,
+    args: &EmbedArgs,
+    out: &Path,
+    overwrite: bool,
+    params: HnswParams,
+) -> anyhow::Result<()> {
+    params.validate()?;
+    if out.join(MANIFEST_FILE).exists() && !overwrite {
+        bail!(
+            "{} already holds an index: pass --overwrite to replace it, or use `hetvis-index add`",
+            out.display()
+        );
+    }
+    let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
+    let manifest = model.embedder.manifest().clone();
+    check_is_gallery(&manifest)?;
+    let catalog = catalog(args)?;
+    let run = embed(args, catalog, &mut model.embedder)?;
+    let gallery = GalleryModel::from_manifest(&manifest, &model.sha256);
+    let mut index = Index::new(gallery, manifest.embedding_dim, params)?;
+    insert_and_save(out, &mut index, run, "built")
+}
+
+pub fn add(ort_lib: Option<&Path>, args: &EmbedArgs, dir: &Path) -> anyhow::Result<()> {
+    let mut index = Index::open(dir)?;
+    let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
+    index.check_gallery_model(model.embedder.manifest(), &model.sha256)?;
+    let mut catalog = catalog(args)?;
+    catalog.reject_taken(|id| index.contains_id(id));
+    let run = embed(args, catalog, &mut model.embedder)?;
+    insert_and_save(dir, &mut index, run, "extended")
+}

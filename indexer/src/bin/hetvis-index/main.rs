@@ -1,0 +1,203 @@
+//! `hetvis-index`: build, extend, inspect, verify and query gallery indexes.
+
+mod build;
+mod inspect;
+mod model;
+mod search;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use hetvis_models::data::fashion_mnist::{DEFAULT_ROOT, ROOT_ENV};
+use hetvis_models::runtime::{self, Device};
+
+#[derive(Parser)]
+#[command(
+    name = "hetvis-index",
+    version,
+    about = "hetvis gallery indexer: embed a gallery with the gallery model into a persistent HNSW index"
+)]
+struct Cli {
+    /// Path to libonnxruntime.so (default: the project venv made by `make setup`).
+    #[arg(long, env = runtime::ORT_LIB_ENV, global = true)]
+    ort_lib: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where inference runs.
+#[derive(Args, Clone)]
+struct RuntimeArgs {
+    #[arg(long, value_enum, default_value_t = Device::Cpu, env = "HETVIS_DEVICE")]
+    device: Device,
+    /// ONNX Runtime intra-op threads (0 = one per physical core). Preprocessing uses rayon (RAYON_NUM_THREADS).
+    #[arg(long, default_value_t = 0, env = "HETVIS_THREADS")]
+    threads: usize,
+}
+
+/// A gallery model and the images to embed with it.
+#[derive(Args)]
+struct EmbedArgs {
+    /// The gallery model (ONNX exported by hetvis, with its manifest inside).
+    #[arg(long, env = "HETVIS_GALLERY_MODEL")]
+    model: PathBuf,
+    /// An image folder (recursive), a JSONL manifest ({"id","path","label"?,"meta"?} per line), or
+    /// fashion-mnist:train / fashion-mnist:test.
+    #[arg(long)]
+    source: String,
+    /// Label images of a folder source with their parent folder's name.
+    #[arg(long)]
+    labels_from_dirs: bool,
+    /// Fashion-MNIST directory for fashion-mnist: sources.
+    #[arg(long, env = ROOT_ENV, default_value = DEFAULT_ROOT)]
+    fashion_mnist: PathBuf,
+    /// Images per inference call.
+    #[arg(long, default_value_t = 64, env = "HETVIS_BATCH")]
+    batch: usize,
+    /// Embed only the first N items of the source.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed a gallery and write a new index directory.
+    Build {
+        #[command(flatten)]
+        embed: EmbedArgs,
+        /// Index directory to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing index at --out.
+        #[arg(long)]
+        overwrite: bool,
+        /// HNSW neighbours per node (2..=256).
+        #[arg(long, default_value_t = hetvis_indexer::HnswParams::default().m)]
+        m: usize,
+        /// HNSW candidate list size while building.
+        #[arg(long, default_value_t = hetvis_indexer::HnswParams::default().ef_construction)]
+        ef_construction: usize,
+        /// Default HNSW candidate list size while searching.
+        #[arg(long, default_value_t = hetvis_indexer::HnswParams::default().ef_search)]
+        ef_search: usize,
+    },
+    /// Embed more images into an existing index (with the same gallery model file).
+    Add {
+        /// Index directory to extend (replaced atomically).
+        #[arg(long)]
+        index: PathBuf,
+        #[command(flatten)]
+        embed: EmbedArgs,
+    },
+    /// Check an index's files and print what it holds.
+    Info {
+        index: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure recall@k of HNSW search against exact search, using stored vectors as queries.
+    Verify {
+        index: PathBuf,
+        /// Number of stored vectors used as queries (spread evenly over the index).
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// HNSW ef values to measure, comma-separated (default: the index's ef_search).
+        #[arg(long, value_delimiter = ',')]
+        ef: Vec<usize>,
+        /// Fail when any measured recall is below this.
+        #[arg(long)]
+        min_recall: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed one image with a gallery or compatible query model and print its nearest gallery items.
+    Search {
+        index: PathBuf,
+        /// The index's gallery model, or a query model with the same compat_id.
+        #[arg(long)]
+        model: PathBuf,
+        image: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// HNSW candidate list size (default: the index's ef_search).
+        #[arg(long)]
+        ef: Option<usize>,
+        /// Scan every vector instead of using the HNSW graph.
+        #[arg(long)]
+        exact: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // hnsw_rs logs every graph allocation and drop at info.
+                .unwrap_or_else(|_| "info,hnsw_rs=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let ort_lib = cli.ort_lib.as_deref();
+    match cli.command {
+        Command::Build {
+            embed,
+            out,
+            overwrite,
+            m,
+            ef_construction,
+            ef_search,
+        } => {
+            let params = hetvis_indexer::HnswParams {
+                m,
+                ef_construction,
+                ef_search,
+            };
+            build::build(ort_lib, &embed, &out, overwrite, params)
+        }
+        Command::Add { index, embed } => build::add(ort_lib, &embed, &index),
+        Command::Info { index, json } => inspect::info(&index, json),
+        Command::Verify {
+            index,
+            queries,
+            k,
+            ef,
+            min_recall,
+            json,
+        } => inspect::verify(&index, queries, k, &ef, min_recall, json),
+        Command::Search {
+            index,
+            model,
+            image,
+            k,
+            ef,
+            exact,
+            json,
+            runtime,
+        } => search::search(
+            ort_lib,
+            &search::Query {
+                index: &index,
+                model: &model,
+                image: &image,
+                k,
+                ef,
+                exact,
+                json,
+            },
+            &runtime,
+        ),
+    }
+}

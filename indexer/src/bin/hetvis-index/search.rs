@@ -1,0 +1,54 @@
+//! `search`: one image through a gallery or compatible query model, then the index.
+
+use std::path::Path;
+
+use anyhow::Context;
+use hetvis_indexer::Index;
+use hetvis_models::preprocess::{preprocess_bytes, ImageLimits};
+
+use crate::{model, RuntimeArgs};
+
+pub struct Query<'a> {
+    pub index: &'a Path,
+    pub model: &'a Path,
+    pub image: &'a Path,
+    pub k: usize,
+    pub ef: Option<usize>,
+    pub exact: bool,
+    pub json: bool,
+}
+
+pub fn search(ort_lib: Option<&Path>, q: &Query, rt: &RuntimeArgs) -> anyhow::Result<()> {
+    let index = Index::open(q.index)?;
+    let mut model = model::load(ort_lib, q.model, rt)?;
+    index
+        .check_query_model(model.embedder.manifest())
+        .with_context(|| format!("{} cannot query {}", q.model.display(), q.index.display()))?;
+    let bytes = std::fs::read(q.image).with_context(|| format!("reading {}", q.image.display()))?;
+    let pre = model.embedder.manifest().preprocessing.clone();
+    let input = preprocess_bytes(&bytes, &pre, ImageLimits::default())
+        .with_context(|| format!("{}", q.image.display()))?;
+    let embedding = model.embedder.embed(&input)?;
+    let hits = match (q.exact, q.ef) {
+        (true, _) => index.search_exact(&embedding, q.k)?,
+        // An explicit ef asks for the graph even where the index is small enough to scan.
+        (false, Some(ef)) => index.search_hnsw(&embedding, q.k, Some(ef))?,
+        (false, None) => index.search(&embedding, q.k, None)?,
+    };
+    if q.json {
+        let rows: Vec<_> = hits
+            .iter()
+            .map(|h| serde_json::json!({"id": h.id, "score": h.score, "label": h.label, "meta": h.meta}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for (i, h) in hits.iter().enumerate() {
+            let label = h
+                .label
+                .as_deref()
+                .map_or(String::new(), |l| format!("  [{l}]"));
+            println!("{:>3}. {:.4}  {}{label}", i + 1, h.score, h.id);
+        }
+    }
+    Ok(())
+}

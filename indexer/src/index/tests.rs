@@ -1,0 +1,345 @@
+use std::path::Path;
+
+use hetvis_models::arch::{Backbone, MobileNetV2Spec, ModelSpec, Stem};
+use hetvis_models::manifest::{ModelManifest, Provenance, Role};
+use hetvis_models::preprocess::Preprocessing;
+
+use super::*;
+use crate::manifest::{MANIFEST_FILE, RECORDS_FILE, VECTORS_FILE};
+
+const DIM: usize = 16;
+
+fn gallery() -> GalleryModel {
+    GalleryModel {
+        name: "g".into(),
+        compat_id: "space-1".into(),
+        sha256: "ab".repeat(32),
+    }
+}
+
+/// Deterministic clustered vectors (not unit length: the index normalises).
+fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let centres: Vec<Vec<f32>> = (0..8).map(|_| (0..DIM).map(|_| next()).collect()).collect();
+    (0..n)
+        .map(|i| centres[i % 8].iter().map(|c| c + 0.3 * next()).collect())
+        .collect()
+}
+
+fn items(n: usize, seed: u64, prefix: &str) -> Vec<(Record, Vec<f32>)> {
+    vectors(n, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let r = Record::new(format!("{prefix}/{i}"))
+                .with_label(format!("c{}", i % 8))
+                .with_meta(serde_json::json!({"i": i}));
+            (r, v)
+        })
+        .collect()
+}
+
+fn built(n: usize) -> Index {
+    let mut idx = Index::new(gallery(), DIM, HnswParams::default()).unwrap();
+    idx.add(items(n, 1, "a")).unwrap();
+    idx
+}
+
+fn model_manifest(role: Role, compat: &str, dim: usize) -> ModelManifest {
+    let spec = ModelSpec::new(
+        Backbone::Mobilenetv2(MobileNetV2Spec {
+            width: 0.25,
+            stem: Stem::Small,
+        }),
+        24,
+        dim,
+    );
+    ModelManifest::for_spec(
+        "m",
+        role,
+        &spec,
+        Preprocessing::fashion_mnist(24),
+        compat,
+        Provenance::default(),
+    )
+    .unwrap()
+}
+
+fn err_text(r: Result<Index, IndexError>) -> String {
+    r.expect_err("open should fail").to_string()
+}
+
+#[test]
+fn index_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Index>();
+}
+
+#[test]
+fn save_and_open_round_trip_and_search_agrees_with_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let idx = built(3000);
+    idx.save(&path).unwrap();
+    let back = Index::open(&path).unwrap();
+    assert_eq!(back.len(), 3000);
+    assert_eq!(back.dim(), DIM);
+    assert_eq!(back.records(), idx.records());
+    assert_eq!(back.manifest().count, 3000);
+    assert_eq!(back.manifest().gallery, gallery());
+    for row in [0, 1234, 2999] {
+        assert_eq!(back.vector(row), idx.vector(row));
+        let q = back.vector(row).to_vec();
+        let hnsw = back.search_hnsw(&q, 10, Some(128)).unwrap();
+        let exact = back.search_exact(&q, 10).unwrap();
+        assert_eq!(hnsw.len(), 10);
+        assert_eq!(hnsw[0].id, format!("a/{row}"));
+        assert_eq!(hnsw[0], exact[0]);
+        assert!((hnsw[0].score - 1.0).abs() < 1e-5);
+        assert!(hnsw.windows(2).all(|w| w[0].score >= w[1].score));
+        assert_eq!(hnsw[0].meta, Some(serde_json::json!({"i": row})));
+        // Scores of a row are identical whichever path found it.
+        for h in &hnsw {
+            if let Some(e) = exact.iter().find(|e| e.id == h.id) {
+                assert_eq!(e.score, h.score);
+            }
+        }
+    }
+    let all = back.search_exact(back.vector(0), 10_000).unwrap();
+    assert_eq!(all.len(), 3000);
+    assert!(back.search(back.vector(0), 0, None).unwrap().is_empty());
+}
+
+#[test]
+fn add_after_reopen_appends_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    built(500).save(&path).unwrap();
+    let mut idx = Index::open(&path).unwrap();
+    idx.add(items(300, 2, "b")).unwrap();
+    assert_eq!(idx.len(), 800);
+    idx.save(&path).unwrap();
+    let back = Index::open(&path).unwrap();
+    assert_eq!(back.len(), 800);
+    assert_eq!(back.row_of("b/299"), Some(799));
+    let q = back.vector(799).to_vec();
+    assert_eq!(back.search_hnsw(&q, 1, Some(128)).unwrap()[0].id, "b/299");
+}
+
+#[test]
+fn add_is_all_or_nothing() {
+    let mut idx = built(50);
+    let mut bad = items(3, 9, "new");
+    bad[2].1 = vec![f32::NAN; DIM];
+    let err = idx.add(bad).unwrap_err().to_string();
+    assert!(err.contains("NaN") && err.contains("new/2"), "{err}");
+    let mut zero = items(2, 9, "z");
+    zero[1].1 = vec![0.0; DIM];
+    assert!(idx.add(zero).unwrap_err().to_string().contains("zero"));
+    let short = vec![(Record::new("short"), vec![1.0; DIM - 1])];
+    assert!(idx
+        .add(short)
+        .unwrap_err()
+        .to_string()
+        .contains("components"));
+    let dup = items(1, 9, "a");
+    assert!(matches!(idx.add(dup), Err(IndexError::DuplicateId(id)) if id == "a/0"));
+    let mut twice = items(2, 9, "t");
+    twice[1].0.id = "t/0".into();
+    assert!(matches!(idx.add(twice), Err(IndexError::DuplicateId(_))));
+    assert_eq!(idx.len(), 50);
+    assert!(!idx.contains_id("new/0") && !idx.contains_id("t/0"));
+}
+
+#[test]
+fn bad_queries_are_errors_not_panics() {
+    let idx = built(100);
+    assert!(idx.search(&[f32::NAN; DIM], 5, None).is_err());
+    assert!(idx.search(&[0.0; DIM], 5, None).is_err());
+    assert!(idx.search(&[1.0; DIM + 1], 5, None).is_err());
+    let empty = Index::new(gallery(), DIM, HnswParams::default()).unwrap();
+    assert!(empty.search_hnsw(&[1.0; DIM], 5, None).unwrap().is_empty());
+    assert!(empty.search_exact(&[1.0; DIM], 5).unwrap().is_empty());
+}
+
+#[test]
+fn invalid_parameters_are_refused_before_hnsw_rs_sees_them() {
+    let p = HnswParams {
+        m: 300,
+        ..Default::default()
+    };
+    let err = Index::new(gallery(), DIM, p).unwrap_err().to_string();
+    assert!(err.contains("M must be in 2..=256"), "{err}");
+    assert!(Index::new(gallery(), 0, HnswParams::default()).is_err());
+}
+
+fn saved(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("idx");
+    built(200).save(&path).unwrap();
+    path
+}
+
+#[test]
+fn truncated_vectors_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let f = path.join(VECTORS_FILE);
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let err = err_text(Index::open(&path));
+    assert!(
+        err.contains("vectors.f32") && err.contains("truncated"),
+        "{err}"
+    );
+}
+
+#[test]
+fn altered_records_fail_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let f = path.join(RECORDS_FILE);
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(&f, text.replacen("a/7", "a/X", 1)).unwrap();
+    let err = err_text(Index::open(&path));
+    assert!(
+        err.contains("records.jsonl") && err.contains("sha256"),
+        "{err}"
+    );
+}
+
+#[test]
+fn broken_or_mismatched_manifests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let mpath = path.join(MANIFEST_FILE);
+    let good = std::fs::read_to_string(&mpath).unwrap();
+
+    std::fs::write(&mpath, &good[..good.len() / 2]).unwrap();
+    let err = err_text(Index::open(&path));
+    assert!(
+        err.contains("manifest.json") && err.contains("JSON"),
+        "{err}"
+    );
+
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["format_version"] = 99.into();
+    std::fs::write(&mpath, v.to_string()).unwrap();
+    let err = err_text(Index::open(&path));
+    assert!(err.contains("format 99"), "{err}");
+
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["count"] = 199.into();
+    std::fs::write(&mpath, v.to_string()).unwrap();
+    let err = err_text(Index::open(&path));
+    assert!(
+        err.contains("manifest.json") && err.contains("vectors.f32"),
+        "{err}"
+    );
+
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["hnsw"]["m"] = 1000.into();
+    std::fs::write(&mpath, v.to_string()).unwrap();
+    assert!(err_text(Index::open(&path)).contains("M must be"));
+
+    std::fs::remove_file(&mpath).unwrap();
+    assert!(err_text(Index::open(&path)).contains("no index at"));
+    assert!(err_text(Index::open(&dir.path().join("nope"))).contains("no index at"));
+}
+
+#[test]
+fn a_save_interrupted_between_renames_leaves_the_old_index_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    // The crash: the old index moved aside, the new one complete in its temp dir but not yet renamed.
+    let mut bigger = Index::open(&path).unwrap();
+    bigger.add(items(10, 5, "new")).unwrap();
+    let tmp = dir.path().join("idx.tmp-999999");
+    bigger.save(&tmp).unwrap();
+    std::fs::rename(&path, dir.path().join("idx.old-999999")).unwrap();
+    let back = Index::open(&path).unwrap();
+    assert_eq!(back.len(), 200);
+    assert!(path.join(MANIFEST_FILE).is_file());
+    // And a later save still works beside the leftover temp dir.
+    bigger.save(&path).unwrap();
+    assert_eq!(Index::open(&path).unwrap().len(), 210);
+}
+
+#[test]
+fn a_partial_temp_dir_does_not_disturb_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let tmp = dir.path().join("idx.tmp-999998");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::write(tmp.join(VECTORS_FILE), [0u8; 10]).unwrap();
+    assert_eq!(Index::open(&path).unwrap().len(), 200);
+}
+
+#[test]
+fn model_compatibility_checks() {
+    let idx = built(10);
+    let sha = gallery().sha256;
+    let same = model_manifest(Role::Gallery, "space-1", DIM);
+    idx.check_query_model(&same).unwrap();
+    idx.check_gallery_model(&same, &sha).unwrap();
+    idx.check_query_model(&model_manifest(Role::Query, "space-1", DIM))
+        .unwrap();
+
+    let other = model_manifest(Role::Query, "space-2", DIM);
+    match idx.check_query_model(&other) {
+        Err(IndexError::Incompatible { index, model }) => {
+            assert_eq!((index.as_str(), model.as_str()), ("space-1", "space-2"))
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(matches!(
+        idx.check_query_model(&model_manifest(Role::Query, "space-1", 8)),
+        Err(IndexError::DimensionMismatch {
+            index: 16,
+            model: 8
+        })
+    ));
+    assert!(matches!(
+        idx.check_gallery_model(&same, &"cd".repeat(32)),
+        Err(IndexError::ModelChanged { .. })
+    ));
+    assert!(matches!(
+        idx.check_gallery_model(&model_manifest(Role::Query, "space-1", DIM), &sha),
+        Err(IndexError::NotGallery { .. })
+    ));
+}
+
+#[test]
+fn opening_without_a_graph_searches_exactly_until_one_is_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let mut idx = Index::open_without_graph(&path).unwrap();
+    assert!(!idx.has_graph());
+    let q = idx.vector(17).to_vec();
+    let exact = idx.search_exact(&q, 10).unwrap();
+    assert_eq!(idx.search_hnsw(&q, 10, Some(10)).unwrap(), exact);
+    // Built while searches could go on; rows added meanwhile are inserted when it is installed.
+    let graph = idx.build_graph().unwrap();
+    idx.add(items(20, 7, "late")).unwrap();
+    idx.install_graph(graph).unwrap();
+    assert!(idx.has_graph());
+    for id in ["late/19", "a/3"] {
+        let row = idx.row_of(id).unwrap();
+        let q = idx.vector(row).to_vec();
+        assert_eq!(idx.search_hnsw(&q, 1, Some(128)).unwrap()[0].id, id);
+    }
+    // A graph over more rows than the index holds is refused.
+    let big = built(300).build_graph().unwrap();
+    let mut small = built(10);
+    assert!(small.install_graph(big).is_err());
+}

@@ -1,0 +1,278 @@
+//! Reading and writing the files of an index directory (see [`crate::manifest`] for the layout). Writing goes
+//! into a fresh directory that [`crate::atomic_dir`] then puts in place; reading checks sizes and checksums
+//! before parsing anything, so a truncated or altered file is an error naming it, never a panic or garbage.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::checksum::sha256_hex;
+use crate::error::IndexError;
+use crate::flat::FlatIndex;
+use crate::manifest::{
+    FileEntry, IndexManifest, DATA_FILES, FORMAT_VERSION, MANIFEST_FILE, METRIC, RECORDS_FILE,
+    VECTORS_FILE,
+};
+use crate::record::Record;
+
+/// Stored vectors may drift this far from unit length (f32 rounding); more means the file is not ours.
+const NORM_TOLERANCE: f32 = 1e-3;
+
+/// An index directory's contents, checked against its manifest.
+#[derive(Debug)]
+pub struct StoredIndex {
+    pub manifest: IndexManifest,
+    pub records: Vec<Record>,
+    pub vectors: FlatIndex,
+}
+
+/// A file writer that hashes and counts what passes through it.
+struct HashingWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl HashingWriter {
+    fn create(path: &Path) -> Result<Self, IndexError> {
+        let f = std::fs::File::create(path).map_err(IndexError::io(path))?;
+        Ok(Self {
+            file: std::io::BufWriter::with_capacity(1 << 20, f),
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.file.write_all(bytes)
+    }
+
+    /// Flushes and fsyncs; returns the file's size and checksum.
+    fn finish(self) -> std::io::Result<FileEntry> {
+        let f = self.file.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        Ok(FileEntry {
+            bytes: self.bytes,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+}
+
+fn write_file(
+    dir: &Path,
+    name: &str,
+    body: impl FnOnce(&mut HashingWriter) -> std::io::Result<()>,
+) -> Result<FileEntry, IndexError> {
+    let path = dir.join(name);
+    let mut w = HashingWriter::create(&path)?;
+    body(&mut w)
+        .and_then(|()| w.finish())
+        .map_err(IndexError::io(&path))
+}
+
+/// Writes vectors, records, `extras` (name, bytes) and finally the manifest into the empty directory `dir`.
+pub fn write_into(
+    dir: &Path,
+    manifest: &IndexManifest,
+    records: &[Record],
+    vectors: &FlatIndex,
+    extras: &[(&str, &[u8])],
+) -> Result<(), IndexError> {
+    let mut manifest = manifest.clone();
+    manifest.count = records.len();
+    manifest.files.clear();
+    let vector_entry = write_file(dir, VECTORS_FILE, |w| {
+        for chunk in vectors.as_slice().chunks(1 << 16) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            w.write(&bytes)?;
+        }
+        Ok(())
+    })?;
+    manifest.files.insert(VECTORS_FILE.into(), vector_entry);
+    let record_entry = write_file(dir, RECORDS_FILE, |w| {
+        for r in records {
+            let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            w.write(&line)?;
+        }
+        Ok(())
+    })?;
+    manifest.files.insert(RECORDS_FILE.into(), record_entry);
+    for (name, bytes) in extras {
+        let reserved = DATA_FILES.contains(name) || *name == MANIFEST_FILE;
+        if reserved || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(IndexError::InvalidParams(format!(
+                "cannot store an extra file named {name:?}"
+            )));
+        }
+        write_file(dir, name, |w| w.write(bytes))?;
+    }
+    // Last, so that a directory with a manifest always has complete data files.
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| IndexError::Io {
+        path: dir.join(MANIFEST_FILE),
+        source: std::io::Error::other(e),
+    })?;
+    write_file(dir, MANIFEST_FILE, |w| w.write(&json))?;
+    Ok(())
+}
+
+/// Reads and checks the manifest only: no data file is opened.
+pub fn read_manifest(dir: &Path) -> Result<IndexManifest, IndexError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(IndexError::NotFound {
+                path: dir.to_owned(),
+            })
+        }
+        Err(e) => return Err(IndexError::io(&path)(e)),
+    };
+    let corrupt = |reason: String| IndexError::corrupt(&path, reason);
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
+    // Version first, so a newer layout is reported as such rather than as a parse error.
+    let version = value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| corrupt("no format_version".into()))?;
+    if version != u64::from(FORMAT_VERSION) {
+        return Err(IndexError::UnsupportedFormat {
+            path,
+            found: u32::try_from(version).unwrap_or(u32::MAX),
+            supported: FORMAT_VERSION,
+        });
+    }
+    let m: IndexManifest = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+    if m.metric != METRIC {
+        return Err(corrupt(format!(
+            "metric {:?}, expected {METRIC:?}",
+            m.metric
+        )));
+    }
+    if m.dim == 0 {
+        return Err(corrupt("dim is 0".into()));
+    }
+    m.hnsw.validate().map_err(|e| corrupt(e.to_string()))?;
+    let listed: Vec<&str> = m.files.keys().map(String::as_str).collect();
+    let mut expected = DATA_FILES.to_vec();
+    expected.sort_unstable();
+    if listed != expected {
+        return Err(corrupt(format!(
+            "lists files {listed:?}, expected {expected:?}"
+        )));
+    }
+    let vector_bytes = m
+        .count
+        .checked_mul(m.dim)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| corrupt("count x dim overflows".into()))?;
+    if m.files[VECTORS_FILE].bytes != vector_bytes as u64 {
+        return Err(corrupt(format!(
+            "{VECTORS_FILE} should hold {} x {} floats = {vector_bytes} bytes, manifest says {}",
+            m.count, m.dim, m.files[VECTORS_FILE].bytes
+        )));
+    }
+    Ok(m)
+}
+
+/// Reads a data file whole and checks its size and checksum against the manifest.
+fn read_checked(dir: &Path, name: &str, entry: &FileEntry) -> Result<Vec<u8>, IndexError> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(IndexError::io(&path))?;
+    if bytes.len() as u64 != entry.bytes {
+        let how = if (bytes.len() as u64) < entry.bytes {
+            "truncated"
+        } else {
+            "too long"
+        };
+        return Err(IndexError::corrupt(
+            &path,
+            format!(
+                "{how}: {} bytes, the manifest says {}",
+                bytes.len(),
+                entry.bytes
+            ),
+        ));
+    }
+    let digest = sha256_hex(&bytes);
+    if digest != entry.sha256 {
+        return Err(IndexError::corrupt(
+            &path,
+            format!(
+                "sha256 {digest} does not match the manifest's {}",
+                entry.sha256
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn parse_vectors(path: &Path, bytes: &[u8], dim: usize) -> Result<FlatIndex, IndexError> {
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let flat = FlatIndex::from_rows(dim, data)
+        .ok_or_else(|| IndexError::corrupt(path, "length is not a whole number of vectors"))?;
+    for row in 0..flat.len() {
+        let norm = crate::vector::dot(flat.vector(row), flat.vector(row)).sqrt();
+        if !norm.is_finite() || (norm - 1.0).abs() > NORM_TOLERANCE {
+            return Err(IndexError::corrupt(
+                path,
+                format!("vector {row} has norm {norm}, stored vectors are unit length"),
+            ));
+        }
+    }
+    Ok(flat)
+}
+
+fn parse_records(path: &Path, bytes: &[u8], count: usize) -> Result<Vec<Record>, IndexError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| IndexError::corrupt(path, e.to_string()))?;
+    let mut records = Vec::with_capacity(count);
+    let mut seen = HashSet::with_capacity(count);
+    for (i, line) in text.lines().enumerate() {
+        let r: Record = serde_json::from_str(line)
+            .map_err(|e| IndexError::corrupt(path, format!("line {}: {e}", i + 1)))?;
+        if !seen.insert(r.id.clone()) {
+            return Err(IndexError::corrupt(
+                path,
+                format!("line {}: duplicate id {:?}", i + 1, r.id),
+            ));
+        }
+        records.push(r);
+    }
+    if records.len() != count {
+        return Err(IndexError::corrupt(
+            path,
+            format!("{} records, the manifest says {count}", records.len()),
+        ));
+    }
+    Ok(records)
+}
+
+/// Reads an index directory, checking every file against the manifest. Recovers an index that an interrupted
+/// save left moved aside (see [`crate::atomic_dir::recover`]).
+pub fn read_verified(dir: &Path) -> Result<StoredIndex, IndexError> {
+    crate::atomic_dir::recover(dir)?;
+    if !dir.is_dir() {
+        return Err(IndexError::NotFound {
+            path: dir.to_owned(),
+        });
+    }
+    let manifest = read_manifest(dir)?;
+    let vectors_bytes = read_checked(dir, VECTORS_FILE, &manifest.files[VECTORS_FILE])?;
+    let vectors = parse_vectors(&dir.join(VECTORS_FILE), &vectors_bytes, manifest.dim)?;
+    drop(vectors_bytes);
+    let record_bytes = read_checked(dir, RECORDS_FILE, &manifest.files[RECORDS_FILE])?;
+    let records = parse_records(&dir.join(RECORDS_FILE), &record_bytes, manifest.count)?;
+    Ok(StoredIndex {
+        manifest,
+        records,
+        vectors,
+    })
+}

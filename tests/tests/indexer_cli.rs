@@ -1,0 +1,453 @@
+//! `hetvis-index` end to end: real binaries, real (tiny, random-weight) ONNX models, real image files.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use hetvis_indexer::Index;
+use hetvis_models::arch::{Backbone, MobileNetV2Spec, ModelSpec, Stem};
+use hetvis_models::manifest::{ModelManifest, Provenance, Role};
+use hetvis_models::preprocess::Preprocessing;
+use hetvis_models::weights::Weights;
+use hetvis_tests::{bare_command, run_ok};
+
+const DIM: usize = 32;
+
+/// A MobileNetV2 x0.25 (small stem, 24 px, 32-d) with random weights, exported with its manifest.
+fn model(dir: &Path, name: &str, role: Role, compat_id: &str, seed: u64) -> PathBuf {
+    let spec = ModelSpec::new(
+        Backbone::Mobilenetv2(MobileNetV2Spec {
+            width: 0.25,
+            stem: Stem::Small,
+        }),
+        24,
+        DIM,
+    );
+    let manifest = ModelManifest::for_spec(
+        name,
+        role,
+        &spec,
+        Preprocessing::fashion_mnist(24),
+        compat_id,
+        Provenance::default(),
+    )
+    .unwrap();
+    let weights = Weights::random(&spec.lower().unwrap(), seed);
+    let path = dir.join(format!("{name}.onnx"));
+    hetvis_models::onnx::export::export_to_files(&path, &spec, &weights, &manifest).unwrap();
+    path
+}
+
+/// A 30x20 PNG whose content depends on `seed`, so every image embeds differently.
+fn write_png(path: &Path, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(30, 20, |x, y| {
+        let v = (x * 7 + y * 13 + seed * 31) ^ (seed * 17 + x * y);
+        image::Rgb([(v % 251) as u8, (seed * 9 % 256) as u8, ((x + y) * 6) as u8])
+    });
+    img.save(path).unwrap();
+}
+
+/// Three labelled folders of eight images, plus one corrupt PNG and one text file.
+fn gallery_folder(root: &Path) -> PathBuf {
+    let dir = root.join("gallery");
+    for i in 0..24u32 {
+        write_png(&dir.join(format!("c{}/{i:02}.png", i % 3)), i);
+    }
+    let mut png = std::fs::read(dir.join("c0/00.png")).unwrap();
+    png.truncate(png.len() / 2);
+    std::fs::write(dir.join("c0/corrupt.png"), png).unwrap();
+    std::fs::write(dir.join("README.txt"), "photos of things").unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn run_err(args: &[&str]) -> String {
+    run_err_env(args, &[])
+}
+
+fn run_err_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = bare_command("hetvis-index")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "hetvis-index {args:?} should fail:\n{}",
+        stdout(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn errors_report(idx: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(idx.join("errors.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn info(idx: &Path) -> serde_json::Value {
+    serde_json::from_slice(&run_ok("hetvis-index", &["info", s(idx), "--json"]).stdout).unwrap()
+}
+
+fn search(idx: &Path, model: &Path, image: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["search", s(idx), "--model", s(model), s(image), "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_slice(&run_ok("hetvis-index", &args).stdout).unwrap()
+}
+
+fn build(model: &Path, source: &str, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "build",
+        "--model",
+        s(model),
+        "--source",
+        source,
+        "--out",
+        s(out),
+        "--no-progress",
+    ];
+    args.extend_from_slice(extra);
+    stdout(&run_ok("hetvis-index", &args))
+}
+
+#[test]
+fn build_from_a_folder_skips_bad_files_then_add_reload_and_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    let folder = gallery_folder(tmp.path());
+    let idx = tmp.path().join("idx");
+
+    let text = build(
+        &gallery_model,
+        s(&folder),
+        &idx,
+        &["--labels-from-dirs", "--batch", "5"],
+    );
+    assert!(
+        text.contains("24 vectors in the index") && text.contains("2 skipped"),
+        "{text}"
+    );
+    let errors = errors_report(&idx);
+    let ids: Vec<&str> = errors.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["README.txt", "c0/corrupt.png"]);
+    assert!(errors[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not an image"));
+    assert!(errors[1]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("c0/corrupt.png"));
+
+    let v = info(&idx);
+    assert_eq!(v["manifest"]["count"], 24);
+    assert_eq!(v["manifest"]["dim"], DIM);
+    assert_eq!(v["manifest"]["gallery"]["compat_id"], "space-1");
+    assert_eq!(v["labels"], serde_json::json!({"c0": 8, "c1": 8, "c2": 8}));
+
+    // An indexed image finds itself first; results are sorted; HNSW and exact agree.
+    let probe = folder.join("c1/04.png");
+    let hits = search(&idx, &gallery_model, &probe, &["--k", "5"]);
+    assert_eq!(hits.len(), 5);
+    assert_eq!(hits[0]["id"], "c1/04.png");
+    assert_eq!(hits[0]["label"], "c1");
+    assert!((hits[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert_eq!(
+        search(&idx, &gallery_model, &probe, &["--k", "5", "--exact"]),
+        hits
+    );
+    // An explicit ef takes the HNSW path even on a small index.
+    assert_eq!(
+        search(&idx, &gallery_model, &probe, &["--k", "5", "--ef", "32"]),
+        hits
+    );
+
+    // Add from a JSONL manifest: two new images, one missing file, one id already indexed.
+    let more = tmp.path().join("more");
+    write_png(&more.join("n1.png"), 100);
+    write_png(&more.join("n2.png"), 101);
+    std::fs::write(
+        more.join("more.jsonl"),
+        concat!(
+            r#"{"id":"new/1","path":"n1.png","label":"c3","meta":{"sku":"A-1"}}"#,
+            "\n",
+            r#"{"id":"new/2","path":"n2.png"}"#,
+            "\n",
+            r#"{"id":"new/missing","path":"missing.png"}"#,
+            "\n",
+            r#"{"id":"c1/04.png","path":"n1.png"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out = run_ok(
+        "hetvis-index",
+        &[
+            "add",
+            "--index",
+            s(&idx),
+            "--model",
+            s(&gallery_model),
+            "--source",
+            s(&more.join("more.jsonl")),
+            "--no-progress",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("26 vectors in the index"),
+        "{}",
+        stdout(&out)
+    );
+    let errors = errors_report(&idx);
+    let mut ids: Vec<&str> = errors.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["c1/04.png", "new/missing"]);
+
+    // Reload through the library: the added item is found with its metadata, HNSW agrees with exact.
+    let index = Index::open(&idx).unwrap();
+    assert_eq!(index.len(), 26);
+    let row = index.row_of("new/1").unwrap();
+    let q = index.vector(row).to_vec();
+    let hnsw = index.search_hnsw(&q, 10, None).unwrap();
+    let exact = index.search_exact(&q, 10).unwrap();
+    assert_eq!(hnsw, exact);
+    assert_eq!(hnsw[0].id, "new/1");
+    assert_eq!(hnsw[0].meta, Some(serde_json::json!({"sku": "A-1"})));
+    let hits = search(&idx, &gallery_model, &more.join("n1.png"), &["--k", "1"]);
+    assert_eq!(hits[0]["id"], "new/1");
+
+    let out = run_ok(
+        "hetvis-index",
+        &[
+            "verify",
+            s(&idx),
+            "--queries",
+            "26",
+            "--ef",
+            "10,64",
+            "--min-recall",
+            "0.99",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("recall@10 = 1.0000 at ef=64"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn build_from_a_jsonl_manifest_and_refuse_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    let images = tmp.path().join("img");
+    let mut lines = String::new();
+    for i in 0..12u32 {
+        write_png(&images.join(format!("{i}.png")), i);
+        lines.push_str(&format!(
+            "{{\"id\":\"sku-{i}\",\"path\":\"img/{i}.png\",\"label\":\"l{}\",\"meta\":{{\"price\":{i}}}}}\n",
+            i % 2
+        ));
+    }
+    let manifest = tmp.path().join("gallery.jsonl");
+    std::fs::write(&manifest, lines).unwrap();
+    let idx = tmp.path().join("idx");
+    let text = build(
+        &gallery_model,
+        s(&manifest),
+        &idx,
+        &["--m", "8", "--ef-construction", "50"],
+    );
+    assert!(
+        text.contains("12 vectors in the index") && text.contains("nothing skipped"),
+        "{text}"
+    );
+    assert!(errors_report(&idx).is_empty());
+    let v = info(&idx);
+    assert_eq!(v["manifest"]["hnsw"]["m"], 8);
+    assert_eq!(v["manifest"]["hnsw"]["ef_construction"], 50);
+    let hits = search(&idx, &gallery_model, &images.join("7.png"), &["--k", "3"]);
+    assert_eq!(hits[0]["id"], "sku-7");
+    assert_eq!(hits[0]["label"], "l1");
+    assert_eq!(hits[0]["meta"], serde_json::json!({"price": 7}));
+
+    let err = run_err(&[
+        "build",
+        "--model",
+        s(&gallery_model),
+        "--source",
+        s(&manifest),
+        "--out",
+        s(&idx),
+    ]);
+    assert!(
+        err.contains("already holds an index") && err.contains("--overwrite"),
+        "{err}"
+    );
+    build(
+        &gallery_model,
+        s(&manifest),
+        &idx,
+        &["--overwrite", "--limit", "5"],
+    );
+    assert_eq!(info(&idx)["manifest"]["count"], 5);
+
+    // Parameters hnsw_rs would exit(1) on are refused with a message.
+    let err = run_err(&[
+        "build",
+        "--model",
+        s(&gallery_model),
+        "--source",
+        s(&manifest),
+        "--out",
+        s(&tmp.path().join("idx2")),
+        "--m",
+        "300",
+    ]);
+    assert!(err.contains("M must be in 2..=256"), "{err}");
+}
+
+#[test]
+fn nothing_embedded_is_a_failure_and_writes_no_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("a.png"), b"not really").unwrap();
+    std::fs::write(junk.join("b.txt"), b"text").unwrap();
+    let idx = tmp.path().join("idx");
+    let err = run_err(&[
+        "build",
+        "--model",
+        s(&gallery_model),
+        "--source",
+        s(&junk),
+        "--out",
+        s(&idx),
+        "--no-progress",
+    ]);
+    assert!(
+        err.contains("nothing could be embedded") && err.contains("2 items skipped"),
+        "{err}"
+    );
+    assert!(!idx.exists());
+}
+
+#[test]
+fn a_crash_during_save_leaves_the_old_index_loadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    let folder = gallery_folder(tmp.path());
+    let idx = tmp.path().join("idx");
+    build(&gallery_model, s(&folder), &idx, &[]);
+    let more = tmp.path().join("more");
+    for i in 0..4 {
+        write_png(&more.join(format!("{i}.png")), 200 + i);
+    }
+    let add = [
+        "add",
+        "--index",
+        s(&idx),
+        "--model",
+        s(&gallery_model),
+        "--source",
+        s(&more),
+        "--no-progress",
+    ];
+    // Killed after writing the new version but before touching the old one, and between the two renames.
+    for stage in ["after-temp-written", "after-old-moved"] {
+        let err = run_err_env(&add, &[("HETVIS_INDEX_FAILPOINT", stage)]);
+        assert!(err.contains(stage), "{err}");
+        assert_eq!(
+            info(&idx)["manifest"]["count"],
+            24,
+            "after a crash at {stage}"
+        );
+        let hits = search(
+            &idx,
+            &gallery_model,
+            &folder.join("c2/05.png"),
+            &["--k", "1"],
+        );
+        assert_eq!(hits[0]["id"], "c2/05.png");
+    }
+    // Without the fault the same add goes through, beside the leftovers of the crashed runs.
+    run_ok("hetvis-index", &add);
+    assert_eq!(info(&idx)["manifest"]["count"], 28);
+}
+
+#[test]
+fn a_truncated_vectors_file_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    let folder = gallery_folder(tmp.path());
+    let idx = tmp.path().join("idx");
+    build(&gallery_model, s(&folder), &idx, &[]);
+    let vectors = idx.join("vectors.f32");
+    let bytes = std::fs::read(&vectors).unwrap();
+    std::fs::write(&vectors, &bytes[..bytes.len() - 100]).unwrap();
+    for args in [
+        vec!["info", s(&idx)],
+        vec!["verify", s(&idx)],
+        vec![
+            "search",
+            s(&idx),
+            "--model",
+            s(&gallery_model),
+            s(&folder.join("c0/00.png")),
+        ],
+    ] {
+        let err = run_err(&args);
+        assert!(
+            err.contains(s(&vectors)) && err.contains("truncated"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn models_from_another_embedding_space_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    let folder = gallery_folder(tmp.path());
+    let idx = tmp.path().join("idx");
+    build(&gallery_model, s(&folder), &idx, &[]);
+    let probe = folder.join("c0/03.png");
+
+    let foreign = model(tmp.path(), "foreign", Role::Query, "space-2", 2);
+    let err = run_err(&["search", s(&idx), "--model", s(&foreign), s(&probe)]);
+    assert!(err.contains("space-2") && err.contains("space-1"), "{err}");
+
+    // A query model trained into the index's space is accepted.
+    let compatible = model(tmp.path(), "query", Role::Query, "space-1", 3);
+    assert_eq!(search(&idx, &compatible, &probe, &["--k", "4"]).len(), 4);
+
+    // Only the gallery model that built the index may add to it.
+    let add = |m: &Path| {
+        run_err(&[
+            "add",
+            "--index",
+            s(&idx),
+            "--model",
+            s(m),
+            "--source",
+            s(&folder),
+            "--no-progress",
+        ])
+    };
+    assert!(add(&compatible).contains("needs the gallery model"));
+    let retrained = model(tmp.path(), "gallery2", Role::Gallery, "space-1", 4);
+    assert!(add(&retrained).contains("not the one that built the index"));
+    assert_eq!(info(&idx)["manifest"]["count"], 24);
+}
