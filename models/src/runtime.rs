@@ -258,6 +258,31 @@ mod tests {
         }
     }
 
+    /// `--device cuda` never falls back to CPU silently: on a CPU-only ONNX Runtime build it is an error; where
+    /// the CUDA provider exists, the session reports it.
+    #[test]
+    fn cuda_is_used_or_refused_never_silently_replaced() {
+        use ort::ep::ExecutionProvider;
+        let mut g = GraphBuilder::new("relu");
+        g.input("x", &[Dim::Named("batch".into()), Dim::Fixed(2)]);
+        g.node_named("Relu", &["x"], "y", &[]);
+        g.output("y", &[Dim::Named("batch".into()), Dim::Fixed(2)]);
+        let bytes = to_bytes(&g.finish(&[]));
+        init(None).unwrap();
+        let config = SessionConfig {
+            device: Device::Cuda,
+            ..Default::default()
+        };
+        let available = ort::ep::CUDA::is_available().unwrap_or(false);
+        match session_from_bytes(&bytes, &config) {
+            Ok((_, provider)) => assert!(available && provider == Provider::Cuda),
+            Err(e) => {
+                assert!(!available, "CUDA is available but registration failed: {e}");
+                assert!(matches!(e, RuntimeError::Cuda(_)), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn explicit_library_path_wins_and_missing_file_is_an_error() {
         let p = Path::new("/nonexistent/libonnxruntime.so");
