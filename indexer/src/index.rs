@@ -131,6 +131,18 @@ impl Index {
         Ok(())
     }
 
+    /// A copy of the records and vectors without the graph (searches on it are exact): a snapshot to build a
+    /// graph from, or to stage and save an addition before the live index takes it, without holding its lock.
+    pub fn clone_without_graph(&self) -> Self {
+        Self {
+            manifest: self.manifest.clone(),
+            records: self.records.clone(),
+            rows_by_id: self.rows_by_id.clone(),
+            vectors: self.vectors.clone(),
+            graph: None,
+        }
+    }
+
     /// Whether searches can use the HNSW graph (false between `open_without_graph` and `install_graph`).
     pub fn has_graph(&self) -> bool {
         self.graph.is_some()

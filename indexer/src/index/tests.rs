@@ -343,3 +343,23 @@ fn opening_without_a_graph_searches_exactly_until_one_is_installed() {
     let mut small = built(10);
     assert!(small.install_graph(big).is_err());
 }
+
+#[test]
+fn a_graphless_clone_stages_an_addition_without_touching_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = built(50);
+    let mut staged = live.clone_without_graph();
+    assert!(!staged.has_graph() && live.has_graph());
+    staged.add(items(3, 9, "new")).unwrap();
+    assert_eq!((live.len(), staged.len()), (50, 53));
+    assert!(!live.contains_id("new/0") && staged.contains_id("new/0"));
+    let path = dir.path().join("idx");
+    staged.save(&path).unwrap();
+    assert_eq!(Index::open(&path).unwrap().len(), 53);
+    // A graph built from the snapshot installs into the live index.
+    let graph = live.clone_without_graph().build_graph().unwrap();
+    let mut live = live;
+    live.install_graph(graph).unwrap();
+    let q = live.vector(7).to_vec();
+    assert_eq!(live.search_hnsw(&q, 1, Some(64)).unwrap()[0].id, "a/7");
+}
