@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up: a project-local venv with the native libraries hetvis links against
-# (libtorch for the trainer, ONNX Runtime for everything that embeds), the Fashion-MNIST data set,
+# (libtorch for the trainer, ONNX Runtime for everything that embeds), the Fashion-MNIST data set, headless
+# Chromium for the web page's browser test,
 # and a LIBTORCH directory that torch-sys can build against. Idempotent and fast when already done.
 #
 #   scripts/setup.sh          CPU libraries (default)
@@ -19,29 +20,40 @@ stamp="$venv/.hetvis-setup-$flavour-torch$torch_version-ort$ort_version"
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
+# Installs Debian packages: directly as root, through passwordless sudo, else stops with the one command to run.
+apt_install() {
+  local sudo_cmd=()
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo_cmd=(sudo -n)
+    else
+      die "missing Debian package(s) $* and this is not root. Run once:
+    sudo apt-get update && sudo apt-get install -y $*
+then re-run 'make setup'."
+    fi
+  fi
+  log "installing Debian package(s) $*"
+  if ! DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1; then
+    log "apt-get update (package lists are stale or missing)"
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "$@"
+  fi
+}
+
 ensure_fashion_mnist() {
   local dir=/usr/share/datasets/fashion-mnist
   if [ -s "$dir/train-images-idx3-ubyte.gz" ] && [ -s "$dir/t10k-labels-idx1-ubyte.gz" ]; then
     return
   fi
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-      sudo_cmd=(sudo -n)
-    else
-      die "Fashion-MNIST is missing and this is not root. Run once:
-    sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist
-then re-run 'make setup'."
-    fi
-  else
-    sudo_cmd=()
-  fi
-  log "installing Debian package dataset-fashion-mnist"
-  if ! "${sudo_cmd[@]}" apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1; then
-    log "apt-get update (package lists are stale or missing)"
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends dataset-fashion-mnist
-  fi
+  apt_install dataset-fashion-mnist
   [ -s "$dir/train-images-idx3-ubyte.gz" ] || die "dataset-fashion-mnist installed but $dir is empty"
+}
+
+# Headless Chromium drives the server's web page in the end-to-end tests (tests/tests/server_page.rs).
+ensure_chromium() {
+  command -v chromium >/dev/null && return
+  apt_install chromium
+  command -v chromium >/dev/null || die "chromium installed but not on PATH"
 }
 
 ensure_venv() {
@@ -116,6 +128,7 @@ ensure_bench_deps() {
 }
 
 ensure_fashion_mnist
+ensure_chromium
 ensure_venv
 [ "${BENCH:-0}" = 1 ] && ensure_bench_deps
 log "ready ($flavour): venv $(du -sh "$venv" 2>/dev/null | cut -f1), LIBTORCH=$venv/libtorch"
