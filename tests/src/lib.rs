@@ -1,5 +1,10 @@
 //! Helpers for end-to-end tests: locate the workspace's binaries and run them as processes.
 
+pub mod fixtures;
+pub mod http;
+pub mod prometheus_text;
+pub mod server;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -1,0 +1,16 @@
+//! `GET /`: a self-contained search page (HTML, CSS and JS in one file, compiled into the binary; no CDN).
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+
+const PAGE: &str = include_str!("page.html");
+
+pub async fn page() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+        )],
+        Html(PAGE),
+    )
+}

@@ -1,0 +1,92 @@
+//! `GET /healthz` (live), `GET /readyz` (a real forward pass and search work), `GET /v1/info`, `GET /metrics`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::{LoadedModel, SharedState};
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Embeds the fixed probe image with every loaded model (through the same queues as searches, so an overloaded
+/// server reports not ready) and searches the index with it. 503 with the failing check otherwise.
+pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        ApiError::Unavailable(format!("not ready: {what}: {e}"))
+    };
+    let models: Vec<&LoadedModel> = std::iter::once(&state.query)
+        .chain(&state.gallery)
+        .collect();
+    let mut query_vector = None;
+    for m in models {
+        let e = m
+            .pool
+            .embed(m.probe.clone(), 1)
+            .await
+            .map_err(|e| unavailable(&format!("{} model forward pass", m.info.role), &e))?;
+        query_vector.get_or_insert(e.vectors);
+    }
+    let v = query_vector.unwrap_or_default();
+    let shared = state.clone();
+    let (size, hits) = tokio::task::spawn_blocking(move || {
+        let index = shared.read_index();
+        index.search(&v, 1, None).map(|h| (index.len(), h.len()))
+    })
+    .await?
+    .map_err(|e| unavailable("index search", &e))?;
+    if size > 0 && hits == 0 {
+        return Err(unavailable("index search", &"no result"));
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "index_size": size,
+        "graph": state.graph_state().label(),
+    })))
+}
+
+pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
+    let (size, dim, manifest) = {
+        let index = state.read_index();
+        (index.len(), index.dim(), index.manifest().clone())
+    };
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "provider": state.query.info.provider,
+        "models": {
+            "query": state.query.info,
+            "gallery": state.gallery.as_ref().map(|g| &g.info),
+        },
+        "index": {
+            "dir": state.index_dir,
+            "size": size,
+            "dim": dim,
+            "metric": manifest.metric,
+            "compat_id": manifest.gallery.compat_id,
+            "gallery_model": manifest.gallery,
+            "hnsw": manifest.hnsw,
+            "graph": state.graph_state(),
+        },
+        "limits": state.limits,
+        "gallery_uploads": state.admin_token.is_some() && state.gallery.is_some(),
+    }))
+}
+
+pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
+    let text = state
+        .metrics
+        .render()
+        .map_err(|e| ApiError::Internal(format!("metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

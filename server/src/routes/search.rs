@@ -1,0 +1,228 @@
+//! `POST /search`: decode, embed with the query (or, `mode=paragon`, the gallery) model, search the index.
+
+use std::time::Instant;
+
+use axum::extract::{Query, Request, State};
+use axum::Json;
+use hetvis_indexer::Hit;
+use hetvis_models::preprocess;
+use serde::{Deserialize, Serialize};
+
+use super::image_body;
+use crate::error::ApiError;
+use crate::metrics::Stage;
+use crate::state::{LoadedModel, ModelInfo, SharedState};
+
+pub const DEFAULT_K: usize = 10;
+
+/// Query parameters, parsed by hand so each mistake gets its own message.
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchParams {
+    k: Option<String>,
+    ef: Option<String>,
+    mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The compact query model: the heterogeneous setting.
+    Query,
+    /// The gallery model for the query too: the accuracy reference.
+    Paragon,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Query => "query",
+            Mode::Paragon => "paragon",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Parsed {
+    k: usize,
+    ef: Option<usize>,
+    mode: Mode,
+}
+
+fn bounded(name: &str, value: &str, max: usize) -> Result<usize, ApiError> {
+    match value.trim().parse::<usize>() {
+        Ok(v) if (1..=max).contains(&v) => Ok(v),
+        _ => Err(ApiError::BadRequest(format!(
+            "{name} must be an integer from 1 to {max}, not {value:?}"
+        ))),
+    }
+}
+
+fn parse(p: &SearchParams, max_k: usize, max_ef: usize) -> Result<Parsed, ApiError> {
+    let k = match &p.k {
+        Some(k) => bounded("k", k, max_k)?,
+        None => DEFAULT_K.min(max_k),
+    };
+    let ef =
+        p.ef.as_deref()
+            .map(|e| bounded("ef", e, max_ef))
+            .transpose()?;
+    let mode = match p.mode.as_deref() {
+        None | Some("query") => Mode::Query,
+        Some("paragon") => Mode::Paragon,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "mode must be `query` or `paragon`, not {other:?}"
+            )))
+        }
+    };
+    Ok(Parsed { k, ef, mode })
+}
+
+#[derive(Debug, Serialize)]
+pub struct HitJson {
+    pub id: String,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
+}
+
+impl From<Hit> for HitJson {
+    fn from(h: Hit) -> Self {
+        Self {
+            id: h.id,
+            score: h.score,
+            label: h.label,
+            meta: h.meta,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Timings {
+    pub decode: f64,
+    pub embed: f64,
+    pub search: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SearchResponse {
+    pub results: Vec<HitJson>,
+    pub model: ModelInfo,
+    pub mode: Mode,
+    pub k: usize,
+    /// Images in the forward pass this query shared (micro-batching).
+    pub batch_images: usize,
+    /// False while the HNSW graph is still being built (the search was exact).
+    pub graph: bool,
+    pub timings_ms: Timings,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+pub async fn search(
+    State(state): State<SharedState>,
+    Query(params): Query<SearchParams>,
+    req: Request,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let started = Instant::now();
+    let Parsed { k, ef, mode } = parse(&params, state.limits.max_k, state.limits.max_ef)?;
+    let model: &LoadedModel = match mode {
+        Mode::Query => &state.query,
+        Mode::Paragon => state.gallery.as_ref().ok_or_else(|| {
+            ApiError::Conflict(
+                "mode=paragon needs the gallery model: start the server with --gallery-model"
+                    .into(),
+            )
+        })?,
+    };
+    let bytes = image_body::single_image(req).await?;
+
+    let t = Instant::now();
+    let (p, limits) = (model.preprocessing.clone(), state.limits.image);
+    let input =
+        tokio::task::spawn_blocking(move || preprocess::preprocess_bytes(&bytes, &p, limits))
+            .await?
+            .map_err(|e| ApiError::image("the image", e))?;
+    let decode = ms(t);
+
+    let t = Instant::now();
+    let embedded = model.pool.embed(input, 1).await?;
+    let embed = ms(t);
+
+    let t = Instant::now();
+    let shared = state.clone();
+    let (hits, graph) = tokio::task::spawn_blocking(move || {
+        let index = shared.read_index();
+        index
+            .search(&embedded.vectors, k, ef)
+            .map(|hits| (hits, index.has_graph()))
+    })
+    .await?
+    .map_err(|e| ApiError::Internal(format!("search failed: {e}")))?;
+    let search = ms(t);
+
+    let total = ms(started);
+    let m = mode.label();
+    for (stage, v) in [
+        (Stage::Decode, decode),
+        (Stage::Embed, embed),
+        (Stage::Search, search),
+        (Stage::Total, total),
+    ] {
+        state.metrics.stage(stage, m).observe(v / 1e3);
+    }
+    Ok(Json(SearchResponse {
+        results: hits.into_iter().map(HitJson::from).collect(),
+        model: model.info.clone(),
+        mode,
+        k,
+        batch_images: embedded.batch_images,
+        graph,
+        timings_ms: Timings {
+            decode,
+            embed,
+            search,
+            total,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(k: Option<&str>, ef: Option<&str>, mode: Option<&str>) -> SearchParams {
+        SearchParams {
+            k: k.map(str::to_owned),
+            ef: ef.map(str::to_owned),
+            mode: mode.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn parameters_are_bounded_and_defaulted() {
+        let ok = parse(&p(None, None, None), 100, 500).unwrap();
+        assert_eq!((ok.k, ok.ef, ok.mode), (10, None, Mode::Query));
+        let ok = parse(&p(Some("100"), Some("64"), Some("paragon")), 100, 500).unwrap();
+        assert_eq!((ok.k, ok.ef, ok.mode), (100, Some(64), Mode::Paragon));
+        assert_eq!(parse(&p(None, None, None), 5, 500).unwrap().k, 5);
+        for bad in [
+            p(Some("0"), None, None),
+            p(Some("101"), None, None),
+            p(Some("ten"), None, None),
+            p(Some("-1"), None, None),
+            p(Some(""), None, None),
+            p(None, Some("0"), None),
+            p(None, Some("501"), None),
+            p(None, None, Some("gallery")),
+        ] {
+            let e = parse(&bad, 100, 500).unwrap_err();
+            assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+}

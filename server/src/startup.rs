@@ -1,0 +1,221 @@
+//! Start-up: load and check the index and models, start the workers, prove a forward pass works, and build
+//! the HNSW graph in the background.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use hetvis_indexer::{checksum, Index, IndexError};
+use hetvis_models::embed::{EmbedError, Embedder};
+use hetvis_models::preprocess::{self, Preprocessing};
+use hetvis_models::runtime::{self, RuntimeError, SessionConfig};
+
+use crate::config::ServerConfig;
+use crate::embed_pool::{EmbedPool, PoolError};
+use crate::metrics::Metrics;
+use crate::state::{AppState, GraphState, Limits, LoadedModel, ModelInfo, SharedState, StateParts};
+
+/// Each message includes its cause's text (kept out of `source()`, so `{:#}` chains do not repeat it).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("index {dir}: {cause}")]
+    Index { dir: PathBuf, cause: IndexError },
+    #[error("cannot read model {path}: {cause}")]
+    ReadModel {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("model {path}: {cause}")]
+    Model { path: PathBuf, cause: EmbedError },
+    #[error("{role} model {path} cannot be used with index {index}: {cause}")]
+    Incompatible {
+        role: &'static str,
+        path: PathBuf,
+        index: PathBuf,
+        cause: IndexError,
+    },
+    #[error("{role} model {path} failed its first forward pass: {reason}")]
+    Probe {
+        role: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cannot start worker threads: {0}")]
+    Threads(#[from] std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Loads everything `config` names, refusing incompatible models; returns the shared state (graph not built).
+pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
+    runtime::init(config.ort_lib.as_deref())?;
+    let started = Instant::now();
+    let index = Index::open_without_graph(&config.index).map_err(|cause| StartupError::Index {
+        dir: config.index.clone(),
+        cause,
+    })?;
+    let metrics = Metrics::new()?;
+    let session = config.session();
+    let incompatible = |role, path: &Path| {
+        let (path, index) = (path.to_owned(), config.index.clone());
+        move |cause| StartupError::Incompatible {
+            role,
+            path,
+            index,
+            cause,
+        }
+    };
+
+    let (query_embedders, _) = load_embedders(&config.query_model, config, &session)?;
+    index
+        .check_query_model(query_embedders[0].manifest())
+        .map_err(incompatible("query", &config.query_model))?;
+    let query = start_model("query", query_embedders, config, &metrics)?;
+
+    let gallery = match &config.gallery_model {
+        None => None,
+        Some(path) => {
+            let (embedders, sha256) = load_embedders(path, config, &session)?;
+            // Paragon searches and uploads must embed exactly like the vectors already in the index.
+            index
+                .check_gallery_model(embedders[0].manifest(), &sha256)
+                .map_err(incompatible("gallery", path))?;
+            Some(start_model("gallery", embedders, config, &metrics)?)
+        }
+    };
+
+    let limits = Limits {
+        max_k: config.max_k.max(1),
+        max_ef: config.max_ef.max(1),
+        body_limit: config.body_limit,
+        image: config.image_limits(),
+        max_image_side: config.max_image_side,
+        request_timeout: config.request_timeout(),
+        request_timeout_ms: config.request_timeout_ms,
+        workers: config.workers.into(),
+        max_batch: config.max_batch.into(),
+        batch_wait_ms: config.batch_wait_ms,
+        queue_capacity: config.queue_capacity as usize,
+    };
+    tracing::info!(
+        index = %config.index.display(),
+        vectors = index.len(),
+        dim = index.dim(),
+        query = %query.info.name,
+        gallery = gallery.as_ref().map(|g| g.info.name.as_str()).unwrap_or("-"),
+        provider = %query.info.provider,
+        seconds = started.elapsed().as_secs_f64(),
+        "loaded"
+    );
+    Ok(Arc::new(AppState::new(StateParts {
+        index,
+        index_dir: config.index.clone(),
+        query,
+        gallery,
+        metrics,
+        limits,
+        admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
+        image_store: config.image_store.clone(),
+        gallery_root: config.gallery_root.clone(),
+    })))
+}
+
+/// One session per worker, all from the same file bytes; returns them with the file's sha256.
+fn load_embedders(
+    path: &Path,
+    config: &ServerConfig,
+    session: &SessionConfig,
+) -> Result<(Vec<Embedder>, String), StartupError> {
+    let bytes = std::fs::read(path).map_err(|cause| StartupError::ReadModel {
+        path: path.to_owned(),
+        cause,
+    })?;
+    let embedders = (0..config.workers)
+        .map(|_| {
+            Embedder::from_bytes(&bytes, path, session).map_err(|cause| StartupError::Model {
+                path: path.to_owned(),
+                cause,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((embedders, checksum::sha256_hex(&bytes)))
+}
+
+/// Starts the model's workers and runs one real forward pass through them.
+fn start_model(
+    role: &'static str,
+    embedders: Vec<Embedder>,
+    config: &ServerConfig,
+    metrics: &Metrics,
+) -> Result<LoadedModel, StartupError> {
+    let first = &embedders[0];
+    let info = ModelInfo::new(first.manifest(), first.provider(), first.path().to_owned());
+    let preprocessing = first.manifest().preprocessing.clone();
+    let probe = probe_input(&preprocessing);
+    let pool = EmbedPool::start(role, embedders, config.pool(), metrics.pool(role))?;
+    let probe_failed = |reason: String| StartupError::Probe {
+        role,
+        path: info.path.clone(),
+        reason,
+    };
+    let reply = pool
+        .submit(probe.clone(), 1)
+        .map_err(|e| probe_failed(e.to_string()))?
+        .blocking_recv()
+        .map_err(|_| probe_failed(PoolError::Stopped(role).to_string()))?
+        .map_err(|e| probe_failed(e.to_string()))?;
+    if reply.vectors.len() != info.embedding_dim || !reply.vectors.iter().all(|v| v.is_finite()) {
+        return Err(probe_failed("the embedding is not finite".into()));
+    }
+    Ok(LoadedModel {
+        info,
+        preprocessing,
+        pool,
+        probe,
+    })
+}
+
+/// A fixed gradient image through the real preprocessing path.
+fn probe_input(p: &Preprocessing) -> Vec<f32> {
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, ((x + y) * 4) as u8])
+    });
+    let mut out = Vec::with_capacity(p.numel());
+    preprocess::preprocess_into(&image::DynamicImage::ImageRgb8(img), p, &mut out);
+    out
+}
+
+/// Builds the HNSW graph from a snapshot of the vectors on a thread of its own (searches continue, exact, on
+/// the live index meanwhile), then installs it; rows added since the snapshot are inserted on installation.
+pub fn build_graph_in_background(state: &SharedState) {
+    let shared = state.clone();
+    let spawned = std::thread::Builder::new()
+        .name("hnsw-build".into())
+        .spawn(move || {
+            let started = Instant::now();
+            let snapshot = shared.read_index().clone_without_graph();
+            let result = snapshot
+                .build_graph()
+                .and_then(|graph| shared.write_index().install_graph(graph));
+            drop(snapshot);
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        seconds = started.elapsed().as_secs_f64(),
+                        "HNSW graph installed"
+                    );
+                    shared.set_graph_state(GraphState::Ready);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "HNSW graph build failed; searches stay exact");
+                    shared.set_graph_state(GraphState::Failed(e.to_string()));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the graph builder; searches stay exact");
+        state.set_graph_state(GraphState::Failed(e.to_string()));
+    }
+}

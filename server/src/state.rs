@@ -1,0 +1,168 @@
+//! What every request handler shares: the index, the models' worker pools, limits and metrics.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use hetvis_indexer::Index;
+use hetvis_models::manifest::{ModelManifest, Role};
+use hetvis_models::preprocess::{ImageLimits, Preprocessing};
+use hetvis_models::runtime::Provider;
+use serde::Serialize;
+
+use crate::embed_pool::EmbedPool;
+use crate::metrics::Metrics;
+
+/// A model as `/v1/info` and every search response describe it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub role: Role,
+    pub mmacs: f64,
+    pub params: u64,
+    pub embedding_dim: usize,
+    pub input_size: usize,
+    pub compat_id: String,
+    pub provider: Provider,
+    pub path: PathBuf,
+}
+
+impl ModelInfo {
+    pub fn new(m: &ModelManifest, provider: Provider, path: PathBuf) -> Self {
+        Self {
+            name: m.name.clone(),
+            role: m.role,
+            mmacs: m.mmacs,
+            params: m.params,
+            embedding_dim: m.embedding_dim,
+            input_size: m.preprocessing.size,
+            compat_id: m.compat_id.clone(),
+            provider,
+            path,
+        }
+    }
+}
+
+/// A loaded model: its workers and how to prepare images for it.
+pub struct LoadedModel {
+    pub info: ModelInfo,
+    pub preprocessing: Preprocessing,
+    pub pool: EmbedPool,
+    /// A fixed, preprocessed test image for readiness checks.
+    pub probe: Vec<f32>,
+}
+
+/// The HNSW graph is built in the background after start-up; searches are exact until it is installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "error")]
+pub enum GraphState {
+    Building,
+    Ready,
+    Failed(String),
+}
+
+impl GraphState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            GraphState::Building => "building",
+            GraphState::Ready => "ready",
+            GraphState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Request limits taken from the configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_k: usize,
+    pub max_ef: usize,
+    pub body_limit: usize,
+    #[serde(skip)]
+    pub image: ImageLimits,
+    pub max_image_side: u32,
+    #[serde(skip)]
+    pub request_timeout: Duration,
+    pub request_timeout_ms: u64,
+    pub workers: usize,
+    pub max_batch: usize,
+    pub batch_wait_ms: f64,
+    pub queue_capacity: usize,
+}
+
+pub struct AppState {
+    index: RwLock<Index>,
+    pub index_dir: PathBuf,
+    pub query: LoadedModel,
+    pub gallery: Option<LoadedModel>,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    pub admin_token: Option<String>,
+    pub image_store: Option<PathBuf>,
+    pub gallery_root: Option<PathBuf>,
+    pub graph: Mutex<GraphState>,
+    /// One gallery addition at a time: each saves the whole index.
+    pub writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The parts [`AppState::new`] takes.
+pub struct StateParts {
+    pub index: Index,
+    pub index_dir: PathBuf,
+    pub query: LoadedModel,
+    pub gallery: Option<LoadedModel>,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    pub admin_token: Option<String>,
+    pub image_store: Option<PathBuf>,
+    pub gallery_root: Option<PathBuf>,
+}
+
+impl AppState {
+    pub fn new(p: StateParts) -> Self {
+        p.metrics.index_size.set(p.index.len() as i64);
+        let graph = if p.index.has_graph() {
+            p.metrics.graph_ready.set(1);
+            GraphState::Ready
+        } else {
+            GraphState::Building
+        };
+        Self {
+            index: RwLock::new(p.index),
+            index_dir: p.index_dir,
+            query: p.query,
+            gallery: p.gallery,
+            metrics: p.metrics,
+            limits: p.limits,
+            admin_token: p.admin_token,
+            image_store: p.image_store,
+            gallery_root: p.gallery_root,
+            graph: Mutex::new(graph),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Searches hold this; a panic elsewhere cannot poison the index for good (its updates are all or nothing).
+    pub fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn graph_state(&self) -> GraphState {
+        self.graph
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_graph_state(&self, s: GraphState) {
+        self.metrics
+            .graph_ready
+            .set(i64::from(s == GraphState::Ready));
+        *self.graph.lock().unwrap_or_else(PoisonError::into_inner) = s;
+    }
+}
