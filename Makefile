@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Where `make demo` writes its runs (models, reports, index).
 RUNS ?= runs
 
-.PHONY: all setup build test demo lint fmt clean-setup bench-setup bench-train bench
+.PHONY: all setup build test demo lint fmt clean-setup bench-setup bench-train bench bench-serve
 
 all: build
 
@@ -37,6 +37,23 @@ bench-train: bench-setup
 
 bench: setup
 	$(CARGO) bench --workspace
+
+# Server load benchmark: hetvis-serve on loopback, throughput and p50/p99 latency at concurrency 1/8/32, query
+# model vs paragon (gallery model) side by side, Fashion-MNIST test images against the train-split index (built
+# here when missing, as `make demo` does). Override the paths, e.g. `make bench-serve SERVE_QUERY=runs/fm/...`,
+# and pass load options with SERVE_LOAD_ARGS (`--requests 2000 --seconds 20 --server-arg=--workers=2`).
+SERVE_GALLERY ?= $(RUNS)/fm/gallery/model.onnx
+SERVE_QUERY ?= $(RUNS)/fm/tier-23x/mobilenetv2-bct/model.onnx
+SERVE_INDEX ?= $(RUNS)/fm/index
+SERVE_LOAD_ARGS ?=
+
+bench-serve: setup
+	$(CARGO) build --release -p hetvis-server -p hetvis-indexer -p hetvis-benches --bins
+	[ -f "$(SERVE_INDEX)/manifest.json" ] || target/release/hetvis-index build --model "$(SERVE_GALLERY)" \
+		--source fashion-mnist:train --out "$(SERVE_INDEX)"
+	mkdir -p $(RUNS)/bench
+	target/release/serve-load --index "$(SERVE_INDEX)" --query-model "$(SERVE_QUERY)" \
+		--gallery-model "$(SERVE_GALLERY)" --json $(RUNS)/bench/serve-load.json $(SERVE_LOAD_ARGS)
 
 lint: setup
 	$(CARGO) fmt --all -- --check
