@@ -7,7 +7,8 @@
 //! The queue is bounded: a full queue is refused at once ([`PoolError::QueueFull`], 429), never buffered.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,8 @@ struct Job {
 pub struct EmbedPool {
     name: &'static str,
     tx: SyncSender<Job>,
+    /// Requests on their way to the queue (decoding), which a gathering worker waits for.
+    announced: Arc<AtomicUsize>,
     input_len: usize,
     dim: usize,
     metrics: PoolMetrics,
@@ -106,15 +109,18 @@ impl EmbedPool {
         };
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let announced = Arc::new(AtomicUsize::new(0));
         for (i, model) in models.into_iter().enumerate() {
-            let (rx, config, metrics) = (rx.clone(), config.clone(), metrics.clone());
+            let (rx, announced) = (rx.clone(), announced.clone());
+            let (config, metrics) = (config.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name(format!("embed-{name}-{i}"))
-                .spawn(move || work(model, &rx, &config, &metrics))?;
+                .spawn(move || work(model, &rx, &announced, &config, &metrics))?;
         }
         Ok(Self {
             name,
             tx,
+            announced,
             input_len,
             dim,
             metrics,
@@ -127,6 +133,13 @@ impl EmbedPool {
 
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Says a request will be submitted soon (it is being decoded), until the guard is dropped: a worker
+    /// gathering a batch waits for announced requests (within `batch_wait`), not for silence.
+    pub fn announce(&self) -> Announced {
+        self.announced.fetch_add(1, Ordering::AcqRel);
+        Announced(self.announced.clone())
     }
 
     /// Queues `n` preprocessed images, or refuses at once when the queue is full.
@@ -163,13 +176,23 @@ impl EmbedPool {
     }
 }
 
+/// Guard of [`EmbedPool::announce`].
+pub struct Announced(Arc<AtomicUsize>);
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn work<M: BatchModel>(
     mut model: M,
     rx: &Mutex<Receiver<Job>>,
+    announced: &AtomicUsize,
     config: &PoolConfig,
     metrics: &PoolMetrics,
 ) {
-    while let Some(jobs) = next_batch(rx, config, metrics) {
+    while let Some(jobs) = next_batch(rx, announced, config, metrics) {
         // Jobs whose requester gave up (timeout, disconnect) are not worth a forward pass.
         let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
         if jobs.is_empty() {
@@ -204,10 +227,16 @@ fn work<M: BatchModel>(
     }
 }
 
-/// Blocks for the first job, then gathers more until `batch_wait` has passed or `max_batch` images are in.
-/// `None` once every sender is gone (shutdown).
+/// How often a gathering worker looks again while requests are announced but not yet queued.
+const POLL: Duration = Duration::from_micros(100);
+
+/// Blocks for the first job, then gathers more: whatever is already queued, then, while requests are
+/// announced (being decoded, see [`EmbedPool::announce`]), what arrives until `batch_wait` has passed or
+/// `max_batch` images are in. A lone request therefore never waits for the window. `None` once every sender
+/// is gone (shutdown).
 fn next_batch(
     rx: &Mutex<Receiver<Job>>,
+    announced: &AtomicUsize,
     config: &PoolConfig,
     metrics: &PoolMetrics,
 ) -> Option<Vec<Job>> {
@@ -219,11 +248,21 @@ fn next_batch(
     let mut images = first.n;
     let mut jobs = vec![first];
     while images < config.max_batch {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let next = if left.is_zero() {
-            rx.try_recv().ok()
-        } else {
-            rx.recv_timeout(left).ok()
+        let next = match rx.try_recv() {
+            Ok(job) => Some(job),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || announced.load(Ordering::Acquire) == 0 {
+                    None
+                } else {
+                    match rx.recv_timeout(left.min(POLL)) {
+                        Ok(job) => Some(job),
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+            }
         };
         let Some(job) = next else { break };
         metrics.queue_depth.dec();
@@ -293,7 +332,7 @@ mod tests {
         release: mpsc::Sender<()>,
     }
 
-    fn harness(max_batch: usize, queue_capacity: usize) -> Harness {
+    fn harness(max_batch: usize, queue_capacity: usize, batch_wait: Duration) -> Harness {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let (started_tx, started) = mpsc::channel();
         let (release, gate) = mpsc::channel();
@@ -309,7 +348,7 @@ mod tests {
         let config = PoolConfig {
             workers: 1,
             max_batch,
-            batch_wait: Duration::ZERO,
+            batch_wait,
             queue_capacity,
             delay: Duration::ZERO,
         };
@@ -328,7 +367,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_requests_share_one_forward_pass_and_get_their_own_rows() {
-        let h = harness(4, 16);
+        let h = harness(4, 16, Duration::ZERO);
         let first = h.pool.submit(image(1.0), 1).unwrap();
         h.started.recv().unwrap(); // the worker holds job 1 inside the model
         let rest: Vec<_> = (2..=6)
@@ -349,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused_at_once_and_the_rest_still_complete() {
-        let h = harness(8, 2);
+        let h = harness(8, 2, Duration::ZERO);
         let a = h.pool.submit(image(1.0), 1).unwrap();
         h.started.recv().unwrap();
         let b = h.pool.submit(image(2.0), 1).unwrap();
@@ -370,8 +409,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_worker_waits_for_announced_requests_only() {
+        // A window far longer than the test may take: only announced requests are waited for.
+        let h = harness(8, 16, Duration::from_secs(3600));
+        h.release.send(()).unwrap();
+        let lone = tokio::time::timeout(Duration::from_secs(60), h.pool.embed(image(1.0), 1));
+        assert!(lone
+            .await
+            .expect("a lone request waited for the window")
+            .is_ok());
+
+        let pending = h.pool.announce();
+        let a = h.pool.submit(image(2.0), 1).unwrap();
+        // Once the worker has taken `a` off the queue it is gathering, and must wait for the announced one.
+        while h.pool.metrics.queue_depth.get() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let b = h.pool.submit(image(3.0), 1).unwrap();
+        drop(pending);
+        assert_eq!(a.await.unwrap().unwrap().batch_images, 2);
+        assert_eq!(b.await.unwrap().unwrap().vectors, vec![3.0; DIM]);
+        assert_eq!(*h.batches.lock().unwrap(), vec![1, 2]);
+    }
+
+    #[tokio::test]
     async fn a_panicking_model_fails_the_job_but_the_worker_lives_on() {
-        let h = harness(8, 4);
+        let h = harness(8, 4, Duration::ZERO);
         h.release.send(()).unwrap();
         let bad = h.pool.embed(image(f32::NAN), 1).await;
         assert!(matches!(bad, Err(PoolError::Embed(_))), "{bad:?}");

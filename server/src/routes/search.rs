@@ -143,6 +143,8 @@ pub async fn search(
     let bytes = image_body::single_image(req).await?;
 
     let t = Instant::now();
+    // Workers gathering a batch wait for this request while it decodes.
+    let announced = model.pool.announce();
     let (p, limits) = (model.preprocessing.clone(), state.limits.image);
     let input =
         tokio::task::spawn_blocking(move || preprocess::preprocess_bytes(&bytes, &p, limits))
@@ -151,7 +153,11 @@ pub async fn search(
     let decode = ms(t);
 
     let t = Instant::now();
-    let embedded = model.pool.embed(input, 1).await?;
+    let reply = model.pool.submit(input, 1)?;
+    drop(announced);
+    let embedded = reply
+        .await
+        .map_err(|_| ApiError::Unavailable("the inference workers have stopped".into()))??;
     let embed = ms(t);
 
     let t = Instant::now();
