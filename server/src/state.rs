@@ -24,6 +24,8 @@ pub struct ModelInfo {
     pub input_size: usize,
     pub compat_id: String,
     pub provider: Provider,
+    /// For logs only: clients are not told where the server keeps its files.
+    #[serde(skip)]
     pub path: PathBuf,
 }
 

@@ -62,7 +62,6 @@ pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
             "gallery": state.gallery.as_ref().map(|g| &g.info),
         },
         "index": {
-            "dir": state.index_dir,
             "size": size,
             "dim": dim,
             "metric": manifest.metric,
