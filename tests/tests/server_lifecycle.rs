@@ -82,7 +82,7 @@ fn a_full_queue_answers_429_with_retry_after_and_the_server_recovers() {
         "--queue-capacity",
         "1",
         "--embed-delay-ms",
-        "300",
+        "1000",
     ]);
     let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let addr = server.addr;

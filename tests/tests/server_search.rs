@@ -382,3 +382,34 @@ fn info_readiness_metrics_and_page() {
         .starts_with("text/html"));
     assert!(page.text().contains("id=\"file\"") && !page.text().contains("http://"));
 }
+
+#[test]
+fn concurrent_searches_batched_together_each_get_their_own_answer() {
+    let mut args = gallery().args();
+    args.extend(["--batch-wait-ms", "50", "--max-batch", "8"].map(String::from));
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = server.addr;
+    let images: Vec<Vec<u8>> = (0..8).map(|i| png(2000 + i)).collect();
+    let answer = |r: http::Response| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    // One at a time (each a batch of one), then all at once (batched as they arrive).
+    let alone: Vec<Value> = images
+        .iter()
+        .map(|b| answer(http::post(addr, "/search?k=5", "image/png", b)))
+        .collect();
+    let together: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|b| s.spawn(move || answer(http::post(addr, "/search?k=5", "image/png", b))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut biggest = 0;
+    for (a, t) in alone.iter().zip(&together) {
+        assert_matches_exact(t, a["results"].as_array().unwrap());
+        biggest = biggest.max(t["batch_images"].as_u64().unwrap());
+    }
+    eprintln!("largest shared forward pass: {biggest} images");
+}
