@@ -63,8 +63,12 @@ pub struct ServerConfig {
     #[arg(long, env = "HETVIS_BODY_LIMIT", default_value_t = 16 << 20)]
     pub body_limit: usize,
     /// Largest image width or height in pixels (checked from the header, before decoding).
-    #[arg(long, env = "HETVIS_MAX_IMAGE_SIDE", default_value_t = 8192)]
+    #[arg(long, env = "HETVIS_MAX_IMAGE_SIDE", default_value_t = 4096)]
     pub max_image_side: u32,
+    /// Searches and uploads being served at once; beyond it requests get 429. With `--body-limit` this bounds
+    /// the memory held by request bodies.
+    #[arg(long, env = "HETVIS_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
     /// Largest `k` a search may ask for.
     #[arg(long, env = "HETVIS_MAX_K", default_value_t = 100)]
     pub max_k: usize,

@@ -45,6 +45,22 @@ impl Drop for InFlight {
     }
 }
 
+/// Admits a search or upload only while fewer than `--max-in-flight` are being served; 429 otherwise. Bodies
+/// are read after admission, so memory held by bodies stays below `max_in_flight x body_limit`.
+pub async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    match state.admission.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let response = next.run(req).await;
+            drop(permit);
+            response
+        }
+        Err(_) => json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight; retry later",
+        ),
+    }
+}
+
 /// Answers 503 (with `Retry-After`) when a request, body upload included, takes longer than the limit.
 pub async fn timeout(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let limit = state.limits.request_timeout;

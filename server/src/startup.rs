@@ -98,6 +98,7 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
         max_batch: config.max_batch.into(),
         batch_wait_ms: config.batch_wait_ms,
         queue_capacity: config.queue_capacity as usize,
+        max_in_flight: config.max_in_flight as usize,
     };
     tracing::info!(
         index = %config.index.display(),

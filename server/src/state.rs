@@ -89,6 +89,7 @@ pub struct Limits {
     pub max_batch: usize,
     pub batch_wait_ms: f64,
     pub queue_capacity: usize,
+    pub max_in_flight: usize,
 }
 
 pub struct AppState {
@@ -102,6 +103,10 @@ pub struct AppState {
     pub image_store: Option<PathBuf>,
     pub gallery_root: Option<PathBuf>,
     pub graph: Mutex<GraphState>,
+    /// Admission: one permit per search or upload being served (429 when none is left).
+    pub admission: Arc<tokio::sync::Semaphore>,
+    /// Decodes at once: CPU-bound work, so about one per core, which also bounds decoder memory.
+    pub decoders: tokio::sync::Semaphore,
     /// One gallery addition at a time: each saves the whole index.
     pub writer: Arc<tokio::sync::Mutex<()>>,
 }
@@ -124,6 +129,7 @@ pub struct StateParts {
 impl AppState {
     pub fn new(p: StateParts) -> Self {
         p.metrics.index_size.set(p.index.len() as i64);
+        let max_in_flight = p.limits.max_in_flight;
         let graph = if p.index.has_graph() {
             p.metrics.graph_ready.set(1);
             GraphState::Ready
@@ -141,6 +147,10 @@ impl AppState {
             image_store: p.image_store,
             gallery_root: p.gallery_root,
             graph: Mutex::new(graph),
+            admission: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+            decoders: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             writer: Arc::new(tokio::sync::Mutex::new(())),
         }
     }

@@ -119,6 +119,43 @@ fn a_request_past_the_timeout_gets_503() {
     assert_eq!(http::get(server.addr, "/healthz").status, 200);
 }
 
+/// Polls `/metrics` until at least `n` requests are being served (the poll itself counts) or `done()`.
+fn wait_in_flight(addr: std::net::SocketAddr, n: f64, done: impl Fn() -> bool) {
+    loop {
+        let m = http::get(addr, "/metrics").text();
+        let gauge = m
+            .lines()
+            .find_map(|l| l.strip_prefix("hetvis_http_requests_in_flight "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if gauge >= n || done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn searches_beyond_max_in_flight_get_429_before_their_body_is_read() {
+    let args = args_with(&["--max-in-flight", "1", "--embed-delay-ms", "1000"]);
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = server.addr;
+    let image = png(14);
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| http::post(addr, "/search", "image/png", &image));
+        wait_in_flight(addr, 2.0, || slow.is_finished());
+        if !slow.is_finished() {
+            let r = http::post(addr, "/search", "image/png", &image);
+            assert_eq!(r.status, 429, "{}", r.text());
+            assert_eq!(r.header("retry-after"), Some("1"));
+            assert!(r.json()["error"].as_str().unwrap().contains("in flight"));
+            assert_eq!(http::get(addr, "/healthz").status, 200);
+        }
+        assert_eq!(slow.join().unwrap().status, 200);
+    });
+    assert_eq!(http::post(addr, "/search", "image/png", &image).status, 200);
+}
+
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
     let args = args_with(&["--embed-delay-ms", "1000"]);
@@ -127,19 +164,8 @@ fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
     let image = png(13);
     std::thread::scope(|s| {
         let in_flight = s.spawn(|| http::post(addr, "/search", "image/png", &image));
-        // Wait until the search is being served (the gauge counts this /metrics request too).
-        loop {
-            let m = http::get(addr, "/metrics").text();
-            let gauge = m
-                .lines()
-                .find_map(|l| l.strip_prefix("hetvis_http_requests_in_flight "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if gauge >= 2.0 || in_flight.is_finished() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        // Wait until the search is being served (the gauge counts the /metrics request too).
+        wait_in_flight(addr, 2.0, || in_flight.is_finished());
         let status = server.terminate();
         assert!(status.success(), "exit status {status:?}");
         let r = in_flight.join().unwrap();

@@ -131,6 +131,11 @@ pub async fn add(
     let uploads = read_uploads(req).await?;
     refuse_duplicates(&state, &uploads)?;
 
+    let decoder = state
+        .decoders
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
     let (p, limits) = (gallery.preprocessing.clone(), state.limits.image);
     let (uploads, input) = tokio::task::spawn_blocking(move || {
         let mut input = Vec::with_capacity(uploads.len() * p.numel());
@@ -142,6 +147,7 @@ pub async fn add(
         Ok::<_, ApiError>((uploads, input))
     })
     .await??;
+    drop(decoder);
     let n = uploads.len();
     let embedded = gallery.pool.embed(input, n).await?;
 

@@ -15,12 +15,17 @@ use crate::middleware;
 use crate::page;
 use crate::state::SharedState;
 
-/// Every route, with (outermost first) request metrics, JSON errors, the request timeout and the body limit.
+/// Every route, with (outermost first) request metrics, JSON errors, the request timeout and the body limit;
+/// searches and uploads also pass admission control.
 pub fn router(state: SharedState) -> Router {
-    Router::new()
-        .route("/", get(page::page))
+    // The routes that take bodies and do heavy work, behind admission control.
+    let heavy = Router::new()
         .route("/search", post(search::search))
         .route("/gallery", post(gallery::add))
+        .route_layer(from_fn_with_state(state.clone(), middleware::admit));
+    Router::new()
+        .merge(heavy)
+        .route("/", get(page::page))
         .route("/gallery/{*rest}", get(gallery_image::image))
         .route("/v1/info", get(info::info))
         .route("/healthz", get(info::healthz))

@@ -145,11 +145,17 @@ pub async fn search(
     let t = Instant::now();
     // Workers gathering a batch wait for this request while it decodes.
     let announced = model.pool.announce();
+    let decoder = state
+        .decoders
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
     let (p, limits) = (model.preprocessing.clone(), state.limits.image);
     let input =
         tokio::task::spawn_blocking(move || preprocess::preprocess_bytes(&bytes, &p, limits))
             .await?
             .map_err(|e| ApiError::image("the image", e))?;
+    drop(decoder);
     let decode = ms(t);
 
     let t = Instant::now();
