@@ -27,6 +27,7 @@ pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free port (the bound address is printed on stdout).
     #[arg(long, env = "HETVIS_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Where inference runs; `cuda` fails at start-up rather than falling back to CPU.
     #[arg(long, env = "HETVIS_DEVICE", value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
     /// ONNX Runtime shared library (default: found in the project venv).
@@ -60,7 +61,7 @@ pub struct ServerConfig {
     #[arg(long, env = "HETVIS_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
     /// Largest request body in bytes (413 past it).
-    #[arg(long, env = "HETVIS_BODY_LIMIT", default_value_t = 16 << 20)]
+    #[arg(long, env = "HETVIS_BODY_LIMIT", default_value_t = 16 << 20, value_parser = positive)]
     pub body_limit: usize,
     /// Largest image width or height in pixels (checked from the header, before decoding).
     #[arg(long, env = "HETVIS_MAX_IMAGE_SIDE", default_value_t = 4096)]
@@ -70,10 +71,10 @@ pub struct ServerConfig {
     #[arg(long, env = "HETVIS_MAX_IN_FLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: u32,
     /// Largest `k` a search may ask for.
-    #[arg(long, env = "HETVIS_MAX_K", default_value_t = 100)]
+    #[arg(long, env = "HETVIS_MAX_K", default_value_t = 100, value_parser = positive)]
     pub max_k: usize,
     /// Largest `ef` a search may ask for.
-    #[arg(long, env = "HETVIS_MAX_EF", default_value_t = 4096)]
+    #[arg(long, env = "HETVIS_MAX_EF", default_value_t = 4096, value_parser = positive)]
     pub max_ef: usize,
     /// Testing aid: sleep this long before every forward pass, to make overload reproducible.
     #[arg(long, env = "HETVIS_EMBED_DELAY_MS", default_value_t = 0, hide = true)]
@@ -116,6 +117,13 @@ impl ServerConfig {
     }
 }
 
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive integer")),
+    }
+}
+
 /// 0..=1000 ms: a longer wait would only add latency.
 fn parse_wait_ms(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -147,6 +155,8 @@ mod tests {
             ["--device", "tpu"],
             ["--batch-wait-ms", "NaN"],
             ["--batch-wait-ms", "-1"],
+            ["--max-k", "0"],
+            ["--body-limit", "0"],
         ] {
             let mut args = vec!["hetvis-serve", "--index", "i", "--query-model", "q.onnx"];
             args.extend(bad);

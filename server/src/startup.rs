@@ -87,8 +87,8 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
     };
 
     let limits = Limits {
-        max_k: config.max_k.max(1),
-        max_ef: config.max_ef.max(1),
+        max_k: config.max_k,
+        max_ef: config.max_ef,
         body_limit: config.body_limit,
         image: config.image_limits(),
         max_image_side: config.max_image_side,
