@@ -42,6 +42,9 @@ pub struct ServerConfig {
     /// Folder that an image-folder index was built from: `GET /gallery/{id}/image` serves `<root>/<id>`.
     #[arg(long, env = "HETVIS_GALLERY_ROOT")]
     pub gallery_root: Option<PathBuf>,
+    /// Fashion-MNIST folder: `GET /gallery/{id}/image` renders ids `train/<i>` and `test/<i>` from it.
+    #[arg(long, env = "HETVIS_FASHION_MNIST")]
+    pub fashion_mnist: Option<PathBuf>,
     /// Inference threads per model, each owning one ONNX Runtime session.
     #[arg(long, env = "HETVIS_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,

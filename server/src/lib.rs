@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dataset_images;
 pub mod embed_pool;
 pub mod error;
 pub mod metrics;

@@ -120,6 +120,7 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
         admin_token: config.admin_token.clone().filter(|t| !t.is_empty()),
         image_store: config.image_store.clone(),
         gallery_root: config.gallery_root.clone(),
+        fashion_mnist: config.fashion_mnist.clone(),
     })))
 }
 

@@ -10,6 +10,7 @@ use hetvis_models::preprocess::{ImageLimits, Preprocessing};
 use hetvis_models::runtime::Provider;
 use serde::Serialize;
 
+use crate::dataset_images::FashionMnistImages;
 use crate::embed_pool::EmbedPool;
 use crate::metrics::Metrics;
 
@@ -102,6 +103,7 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub image_store: Option<PathBuf>,
     pub gallery_root: Option<PathBuf>,
+    pub fashion_mnist: Option<FashionMnistImages>,
     pub graph: Mutex<GraphState>,
     /// Admission: one permit per search or upload being served (429 when none is left).
     pub admission: Arc<tokio::sync::Semaphore>,
@@ -124,6 +126,7 @@ pub struct StateParts {
     pub admin_token: Option<String>,
     pub image_store: Option<PathBuf>,
     pub gallery_root: Option<PathBuf>,
+    pub fashion_mnist: Option<PathBuf>,
 }
 
 impl AppState {
@@ -146,6 +149,7 @@ impl AppState {
             admin_token: p.admin_token,
             image_store: p.image_store,
             gallery_root: p.gallery_root,
+            fashion_mnist: p.fashion_mnist.map(FashionMnistImages::new),
             graph: Mutex::new(graph),
             admission: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             decoders: tokio::sync::Semaphore::new(

@@ -413,3 +413,45 @@ fn concurrent_searches_batched_together_each_get_their_own_answer() {
     }
     eprintln!("largest shared forward pass: {biggest} images");
 }
+
+#[test]
+fn a_fashion_mnist_index_serves_its_records_as_thumbnails() {
+    let g = gallery();
+    let fm = hetvis_models::data::FashionMnist::from_env();
+    let index = g.root.join("fm-idx");
+    let _ = std::fs::remove_dir_all(&index);
+    run_ok(
+        "hetvis-index",
+        &[
+            "build",
+            "--model",
+            path_str(&g.gallery_model),
+            "--source",
+            "fashion-mnist:train",
+            "--limit",
+            "30",
+            "--out",
+            path_str(&index),
+            "--no-progress",
+        ],
+    );
+    let server = Server::start(&[
+        "--index",
+        path_str(&index),
+        "--query-model",
+        path_str(&g.query_model),
+        "--fashion-mnist",
+        path_str(fm.root()),
+    ]);
+    let r = http::get(server.addr, "/gallery/train%2F3/image");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("image/png"));
+    let shown = image::load_from_memory(&r.body).unwrap().to_luma8();
+    let set = fm.load(hetvis_models::data::Split::Train).unwrap();
+    assert_eq!(shown.as_raw().as_slice(), set.image(3));
+    // Only records of the index: train/30 exists in the data set but was not indexed.
+    assert_eq!(
+        http::get(server.addr, "/gallery/train%2F30/image").status,
+        404
+    );
+}

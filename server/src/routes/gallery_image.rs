@@ -1,8 +1,9 @@
 //! `GET /gallery/{id}/image`: the gallery image of a record, when the server knows where it is.
 //!
 //! Where an image is looked for, in order: `meta.image` (a file in `--image-store`, set by `POST /gallery`),
-//! `meta.path` (a file path written into the record by whoever built the index), `--gallery-root`/`<id>` (an
-//! index built from an image folder, whose ids are paths relative to it). Otherwise 404.
+//! `meta.path` (a file path written into the record by whoever built the index), the Fashion-MNIST record for
+//! ids `train/<i>` and `test/<i>` (with `--fashion-mnist`), `--gallery-root`/`<id>` (an index built from an
+//! image folder, whose ids are paths relative to it). Otherwise 404.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -27,11 +28,19 @@ pub async fn image(
             .ok_or_else(|| ApiError::NotFound(format!("no id {id:?} in the index")))?;
         index.records()[row].meta.clone()
     };
-    let path = locate(&state, id, meta.as_ref()).ok_or_else(not_found)?;
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-        tracing::warn!(path = %path.display(), error = %e, "gallery image unreadable");
-        not_found()
-    })?;
+    let bytes = match locate(&state, id, meta.as_ref()) {
+        Some(path) => tokio::fs::read(&path).await.map_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "gallery image unreadable");
+            not_found()
+        })?,
+        None if state.fashion_mnist.is_some() => {
+            let (shared, id) = (state.clone(), id.to_owned());
+            tokio::task::spawn_blocking(move || shared.fashion_mnist.as_ref()?.png(&id))
+                .await?
+                .ok_or_else(not_found)?
+        }
+        None => return Err(not_found()),
+    };
     let mime = image::guess_format(&bytes)
         .map(|f| f.to_mime_type())
         .unwrap_or("application/octet-stream");
@@ -49,6 +58,7 @@ pub async fn image(
     Ok(r)
 }
 
+/// The file to serve; `None` leaves the Fashion-MNIST records, then 404.
 fn locate(state: &SharedState, id: &str, meta: Option<&serde_json::Value>) -> Option<PathBuf> {
     let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(|v| v.as_str());
     if let (Some(name), Some(store)) = (field("image"), &state.image_store) {
@@ -56,6 +66,9 @@ fn locate(state: &SharedState, id: &str, meta: Option<&serde_json::Value>) -> Op
     }
     if let Some(p) = field("path") {
         return Some(PathBuf::from(p));
+    }
+    if state.fashion_mnist.is_some() && (id.starts_with("train/") || id.starts_with("test/")) {
+        return None;
     }
     let root = state.gallery_root.as_ref()?;
     plain_relative(id).map(|p| root.join(p))
