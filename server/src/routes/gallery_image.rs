@@ -21,13 +21,15 @@ pub async fn image(
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound(format!("no gallery image for {rest:?}"));
     let id = rest.strip_suffix("/image").ok_or_else(not_found)?;
-    let meta = {
-        let index = state.read_index();
-        let row = index
-            .row_of(id)
-            .ok_or_else(|| ApiError::NotFound(format!("no id {id:?} in the index")))?;
-        index.records()[row].meta.clone()
-    };
+    // The index lock may be held by an upload for a moment: wait on a blocking thread, not an async one.
+    let (shared, key) = (state.clone(), id.to_owned());
+    let meta = tokio::task::spawn_blocking(move || {
+        let index = shared.read_index();
+        let row = index.row_of(&key)?;
+        Some(index.records()[row].meta.clone())
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no id {id:?} in the index")))?;
     let bytes = match locate(&state, id, meta.as_ref()) {
         Some(path) => tokio::fs::read(&path).await.map_err(|e| {
             tracing::warn!(path = %path.display(), error = %e, "gallery image unreadable");

@@ -49,12 +49,14 @@ pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json:
     })))
 }
 
-pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
-    let (size, dim, manifest) = {
-        let index = state.read_index();
+pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let shared = state.clone();
+    let (size, dim, manifest) = tokio::task::spawn_blocking(move || {
+        let index = shared.read_index();
         (index.len(), index.dim(), index.manifest().clone())
-    };
-    Json(json!({
+    })
+    .await?;
+    Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "provider": state.query.info.provider,
         "models": {
@@ -72,7 +74,7 @@ pub async fn info(State(state): State<SharedState>) -> Json<serde_json::Value> {
         },
         "limits": state.limits,
         "gallery_uploads": state.admin_token.is_some() && state.gallery.is_some(),
-    }))
+    })))
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
