@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::data::{Dataset, Split3};
 use crate::preset::{ClassifierPreset, Schedule};
 use crate::search::{self, Candidate, Rewards, SearchConfig};
-use crate::supernet::{recalibrate_bn, sample, SuperNet};
+use crate::supernet::{recalibrate_bn, sample, transition, SuperNet};
 use crate::tch_net::TchNet;
 use crate::train::{fit, FitConfig, GalleryRun, TrainError};
 
@@ -65,9 +65,13 @@ impl RewardMetric {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SupernetPreset {
-    /// Epochs in total; the first `warmup_epochs` average all blocks at full width instead of sampling.
+    /// Epochs in total; the first `warmup_epochs` average all blocks at full width instead of sampling, the next
+    /// `transition_epochs` drop blocks and widths gradually (see [`crate::supernet::transition`]), the rest
+    /// sample one uniform child per batch.
     pub epochs: usize,
     pub warmup_epochs: usize,
+    #[serde(default)]
+    pub transition_epochs: usize,
     pub batch: usize,
     pub lr: f64,
 }
@@ -164,6 +168,9 @@ pub fn train_supernet(
         .file_name()
         .map_or("supernet".into(), |s| s.to_string_lossy().into_owned());
     let mut vs = std::mem::replace(&mut sn.vs, tch::nn::VarStore::new(device));
+    let steps_per_epoch = (data.train.len() / p.batch).max(1);
+    let (mut step_epoch, mut step_in_epoch) = (usize::MAX, 0);
+    let probe = ChildProbe::new(&run.space, run.seed);
     let result = fit(
         &FitConfig {
             dir,
@@ -181,6 +188,16 @@ pub fn train_supernet(
         |x, y, epoch| {
             let e = if epoch < p.warmup_epochs {
                 sn.warmup.forward_t(x, true)
+            } else if epoch < p.warmup_epochs + p.transition_epochs {
+                if epoch != step_epoch {
+                    (step_epoch, step_in_epoch) = (epoch, 0);
+                }
+                let done = (epoch - p.warmup_epochs) * steps_per_epoch + step_in_epoch;
+                step_in_epoch += 1;
+                let progress = done as f64 / (p.transition_epochs * steps_per_epoch) as f64;
+                sn.mixture(&transition(progress, &mut rng))
+                    .expect("transition paths lower")
+                    .forward_t(x, true)
             } else {
                 let arch = sample(&run.space, &mut rng);
                 sn.child(&arch)
@@ -199,11 +216,59 @@ pub fn train_supernet(
                 .sum(Kind::Int64);
             (loss, correct)
         },
-        || f64::NAN,
+        || probe.accuracy(&sn, data),
     );
     sn.vs = vs;
     result?;
     Ok(sn)
+}
+
+/// The validation signal of super-network training: the mean own-head accuracy of a few fixed random children,
+/// each with BN recalibrated. (The train accuracy of the warm-up or transition paths says little about the
+/// single-path children the search will score.)
+struct ChildProbe {
+    children: Vec<SposSpec>,
+}
+
+impl ChildProbe {
+    const CHILDREN: usize = 3;
+    const BN_BATCHES: usize = 5;
+    const VAL_LIMIT: usize = 2000;
+
+    fn new(space: &SposSpace, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+        Self {
+            children: (0..Self::CHILDREN)
+                .map(|_| sample(space, &mut rng))
+                .collect(),
+        }
+    }
+
+    fn accuracy(&self, sn: &SuperNet, data: &Dataset) -> f64 {
+        let n = data.val.len().min(Self::VAL_LIMIT) as i64;
+        if n == 0 {
+            return f64::NAN;
+        }
+        let val = Split3 {
+            x: data.val.x.narrow(0, 0, n),
+            y: data.val.y.narrow(0, 0, n),
+        };
+        let mut sum = 0.0;
+        for arch in &self.children {
+            let Ok(mut child) = sn.child(arch) else {
+                return f64::NAN;
+            };
+            recalibrate_bn(&mut child, &data.train, Self::BN_BATCHES, 128);
+            let e = embed(&child, &val, 0);
+            let pred = tch::no_grad(|| sn.head.logits(&e, None).argmax(-1, false));
+            sum += pred
+                .eq_tensor(&val.y)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]);
+        }
+        sum / self.children.len() as f64
+    }
 }
 
 /// Loads a finished (or partly trained) super-network from its directory.

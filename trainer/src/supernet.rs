@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use hetvis_models::arch::spos::{BLOCK_CHOICES, LAYERS, WIDTH_CHOICES};
+use hetvis_models::arch::spos::{MixedLayer, BLOCK_CHOICES, LAYERS, WIDTH_CHOICES};
 use hetvis_models::arch::{ArchError, Backbone, ModelSpec, Net, SposSpace, SposSpec};
 use rand::Rng;
 use tch::nn;
@@ -86,9 +86,21 @@ impl SuperNet {
 
     /// A child running on slices of the shared weights, with fresh BN statistics of its own.
     pub fn child(&self, arch: &SposSpec) -> Result<TchNet, ArchError> {
-        let net = self.child_net(arch)?;
+        Ok(self.on_slices(&self.child_net(arch)?))
+    }
+
+    /// A mixture path (several blocks averaged per layer) on slices of the shared weights; see [`transition`].
+    pub fn mixture(&self, layers: &[MixedLayer]) -> Result<TchNet, ArchError> {
+        let net = Self::template(&self.space, self.input_size, self.embedding_dim)
+            .lower_with(|net, in_ch| self.space.lower_mixture_features(net, 0, in_ch, layers))?;
+        Ok(self.on_slices(&net))
+    }
+
+    /// A network whose layers use the super-network's tensors, narrowed to the layer's shape (the first
+    /// channels), and fresh BN running statistics.
+    fn on_slices(&self, net: &Net) -> TchNet {
         let device = self.vs.device();
-        Ok(TchNet::from_lookup(&net, |p| {
+        TchNet::from_lookup(net, |p| {
             let dims: Vec<i64> = p.shape.iter().map(|&d| d as i64).collect();
             if p.name.ends_with(".running_mean") {
                 return Tensor::zeros(dims.as_slice(), (Kind::Float, device));
@@ -105,8 +117,32 @@ impl SuperNet {
                 .fold(full.shallow_clone(), |t, (d, &len)| {
                     t.narrow(d as i64, 0, len)
                 })
-        }))
+        })
     }
+}
+
+/// A path of the warm-up -> single-path transition at `progress` in [0, 1]. Each layer keeps one uniformly drawn
+/// block plus each other block with probability `1 - progress`, averaged, at a width drawn uniformly from the
+/// widest `1 + progress * 9` choices. At 0 this is the warm-up network, at 1 a uniformly sampled child.
+///
+/// Why: sampling straight after the warm-up collapses (train accuracy drops to chance and stays there at our
+/// budgets: a single block was only ever trained as a quarter of an average). Dropping paths gradually, as in
+/// Bender et al. 2018's path dropout and Once-for-All's progressive shrinking, hands the shared weights over.
+pub fn transition(progress: f64, rng: &mut impl Rng) -> Vec<MixedLayer> {
+    let keep = (1.0 - progress).clamp(0.0, 1.0);
+    let widths = 1 + (progress.clamp(0.0, 1.0) * (WIDTH_CHOICES - 1) as f64).round() as usize;
+    (0..LAYERS)
+        .map(|_| {
+            let first = rng.random_range(0..BLOCK_CHOICES as u8);
+            let blocks = (0..BLOCK_CHOICES as u8)
+                .filter(|&b| b == first || rng.random_bool(keep))
+                .collect();
+            MixedLayer {
+                blocks,
+                width: (WIDTH_CHOICES - 1 - rng.random_range(0..widths)) as u8,
+            }
+        })
+        .collect()
 }
 
 /// A uniformly sampled architecture: block and width of every layer drawn independently and uniformly.
@@ -189,6 +225,55 @@ mod tests {
             hetvis_models::flops::count(&sn.child_spec(&arch).lower().unwrap()).unwrap();
         let inside = hetvis_models::flops::count(&sn.child_net(&arch).unwrap()).unwrap();
         assert_eq!(standalone.macs, inside.macs);
+    }
+
+    #[test]
+    fn transition_runs_from_the_warmup_network_to_uniform_children() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let full = WIDTH_CHOICES as u8 - 1;
+        for layer in transition(0.0, &mut rng) {
+            assert_eq!(layer.blocks, vec![0, 1, 2, 3]);
+            assert_eq!(layer.width, full);
+        }
+        let (mut blocks, mut widths) = ([0usize; BLOCK_CHOICES], [0usize; WIDTH_CHOICES]);
+        for _ in 0..200 {
+            for layer in transition(1.0, &mut rng) {
+                assert_eq!(layer.blocks.len(), 1);
+                blocks[layer.blocks[0] as usize] += 1;
+                widths[layer.width as usize] += 1;
+            }
+        }
+        assert!(blocks.iter().all(|&n| n > 800), "{blocks:?}");
+        assert!(widths.iter().all(|&n| n > 250), "{widths:?}");
+        // Half-way: on average 1 + 3 * 0.5 blocks per layer, widths from the widest half of the choices.
+        let mid: Vec<MixedLayer> = (0..50).flat_map(|_| transition(0.5, &mut rng)).collect();
+        let mean = mid.iter().map(|l| l.blocks.len()).sum::<usize>() as f64 / mid.len() as f64;
+        assert!((mean - 2.5).abs() < 0.2, "{mean}");
+        assert!(mid.iter().all(|l| l.width >= 4));
+        assert!(mid.iter().any(|l| l.width == 4));
+    }
+
+    #[test]
+    fn a_single_block_mixture_is_the_child() {
+        let sn = supernet();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let arch = sample(&sn.space, &mut rng);
+        let layers: Vec<MixedLayer> = (0..LAYERS)
+            .map(|i| MixedLayer {
+                blocks: vec![arch.blocks[i]],
+                width: arch.width(i),
+            })
+            .collect();
+        let x = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let a = sn.child(&arch).unwrap().forward_t(&x, true);
+        let b = sn.mixture(&layers).unwrap().forward_t(&x, true);
+        assert_eq!(a.size(), b.size());
+        assert!((a - b).abs().max().double_value(&[]) < 1e-6);
+        // And all four blocks at full width is the warm-up network.
+        let all: Vec<MixedLayer> = transition(0.0, &mut rng);
+        let w = sn.warmup.forward_t(&x, true);
+        let m = sn.mixture(&all).unwrap().forward_t(&x, true);
+        assert!((w - m).abs().max().double_value(&[]) < 1e-6);
     }
 
     #[test]

@@ -242,22 +242,59 @@ impl SposSpace {
         x: ValueId,
         in_ch: usize,
     ) -> Result<(ValueId, usize), ArchError> {
+        let all = MixedLayer {
+            blocks: (0..BLOCK_CHOICES as u8).collect(),
+            width: WIDTH_CHOICES as u8 - 1,
+        };
+        self.lower_mixture_features(net, x, in_ch, &vec![all; LAYERS])
+    }
+
+    /// A super-network path that averages several blocks per layer (non-affine BN): the warm-up form and the
+    /// single-path children are its two ends, and the transition between them passes through the rest.
+    pub fn lower_mixture_features(
+        &self,
+        net: &mut Net,
+        x: ValueId,
+        in_ch: usize,
+        layers: &[MixedLayer],
+    ) -> Result<(ValueId, usize), ArchError> {
         self.validate()?;
+        if layers.len() != LAYERS {
+            return Err(ArchError::Invalid(format!(
+                "a SPOS mixture needs {LAYERS} layers, got {}",
+                layers.len()
+            )));
+        }
         let mut x = self.stem(net, x, in_ch);
-        for (i, layer) in self.layers().iter().enumerate() {
-            let outs: Vec<ValueId> = (0..BLOCK_CHOICES as u8)
-                .map(|b| {
-                    choice_unit(layer, b, WIDTH_CHOICES as u8 - 1, false).push(
-                        net,
-                        x,
-                        &unit_name(i, b),
-                    )
-                })
+        for (i, (layer, mix)) in self.layers().iter().zip(layers).enumerate() {
+            if mix.blocks.is_empty()
+                || mix.width as usize >= WIDTH_CHOICES
+                || mix.blocks.iter().any(|&b| b as usize >= BLOCK_CHOICES)
+            {
+                return Err(ArchError::Invalid(format!(
+                    "SPOS mixture layer {i}: blocks {:?} at width {} outside the space",
+                    mix.blocks, mix.width
+                )));
+            }
+            let outs: Vec<ValueId> = mix
+                .blocks
+                .iter()
+                .map(|&b| choice_unit(layer, b, mix.width, false).push(net, x, &unit_name(i, b)))
                 .collect();
-            x = net.push(super::net::Op::Mean, &outs);
+            x = match outs.as_slice() {
+                [one] => *one,
+                _ => net.push(super::net::Op::Mean, &outs),
+            };
         }
         Ok(self.last(net, x))
     }
+}
+
+/// One layer of a super-network mixture: the blocks whose outputs are averaged, all at one width.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MixedLayer {
+    pub blocks: Vec<u8>,
+    pub width: u8,
 }
 
 /// The unit a choice layer becomes for a block and width choice.
