@@ -22,6 +22,12 @@ else
 fi
 "$bin/hetvis-index" verify "$out/index" --queries 500
 
+# The query model the server answers with: the first tier's searched winner, else its BCT MobileNetV2 baseline.
+query=""
+for cand in "$out"/tier-*/cmpnas-bct/model.onnx "$out"/tier-*/mobilenetv2-bct/model.onnx; do
+  if [ -f "$cand" ]; then query="$cand"; break; fi
+done
+
 echo
 echo "demo done:"
 echo "  report:          $out/report/report.md (and report.json)"
@@ -29,3 +35,13 @@ echo "  figure:          $out/report/accuracy_vs_mmacs.svg"
 echo "  searches:        $out/tier-*/search/{best.json,search_log.jsonl,reward.svg}"
 echo "  models (ONNX):   $out/gallery/model.onnx, $out/tier-*/*/model.onnx"
 echo "  gallery index:   $out/index (hetvis-index info|search $out/index ...)"
+echo "  server:          $bin/hetvis-serve --index $out/index --query-model $query --gallery-model $out/gallery/model.onnx --fashion-mnist /usr/share/datasets/fashion-mnist"
+
+# The server: started once the index and a compatible query model exist; Ctrl-C (or SIGTERM) stops it cleanly.
+# DEMO_SERVE=0 skips it (CI-style runs); HETVIS_ADDR picks the address.
+if [ "${DEMO_SERVE:-1}" != 0 ] && [ -n "$query" ]; then
+  echo
+  echo "== Search server: open http://${HETVIS_ADDR:-127.0.0.1:8080}/ (Ctrl-C stops it)"
+  exec "$bin/hetvis-serve" --index "$out/index" --query-model "$query" \
+    --gallery-model "$out/gallery/model.onnx" --fashion-mnist "${HETVIS_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}"
+fi

@@ -206,6 +206,23 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Measure the HNSW index, not the exact search the server answers with while its graph is still building.
+    let started = std::time::Instant::now();
+    loop {
+        let ready = get_json(&rt, addr, "/readyz")?;
+        match ready["graph"].as_str() {
+            Some("ready") => break,
+            Some("failed") => bail!("the server's HNSW graph failed to build: {ready}"),
+            _ if started.elapsed() > Duration::from_secs(600) => {
+                bail!("the server's HNSW graph was not ready after 600 s: {ready}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+    eprintln!(
+        "HNSW graph ready after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let info = get_json(&rt, addr, "/v1/info")?;
     eprintln!(
         "server {addr}: index {} vectors, query {} ({} MMACs), gallery {} ({} MMACs), {}",
