@@ -112,10 +112,18 @@ impl SuperNet {
                 .tensors
                 .get(&p.name)
                 .unwrap_or_else(|| panic!("super-network lacks {}", p.name));
+            // Channels: the first ones. Kernel taps (dims 2 and 3 of a conv weight): the centre, so a 3x3 use of
+            // a shared 7x7 projection kernel reads its middle taps (Once-for-All's elastic kernel, untransformed).
+            let full_dims = full.size();
             dims.iter()
                 .enumerate()
                 .fold(full.shallow_clone(), |t, (d, &len)| {
-                    t.narrow(d as i64, 0, len)
+                    let start = if dims.len() == 4 && d >= 2 {
+                        (full_dims[d] - len) / 2
+                    } else {
+                        0
+                    };
+                    t.narrow(d as i64, start, len)
                 })
         })
     }
@@ -274,6 +282,35 @@ mod tests {
         let w = sn.warmup.forward_t(&x, true);
         let m = sn.mixture(&all).unwrap().forward_t(&x, true);
         assert!((w - m).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn stride_two_blocks_share_the_projection_by_kernel_centre() {
+        let sn = supernet();
+        let full = &sn.vs.variables()["net.features.0.proj.dw.conv.weight"];
+        assert_eq!(full.size()[2..], [7, 7]);
+        // A 3x3 block at layer 0 (stride 2) trains only the centre taps of the shared 7x7 projection kernel.
+        let mut arch = SposSpec::reference_in(sn.space.clone());
+        arch.blocks[0] = 0;
+        let x = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));
+        sn.child(&arch)
+            .unwrap()
+            .forward_t(&x, true)
+            .sum(Kind::Float)
+            .backward();
+        let g = full
+            .grad()
+            .abs()
+            .sum_dim_intlist([0i64, 1].as_slice(), false, Kind::Float);
+        let centre = g
+            .narrow(0, 2, 3)
+            .narrow(1, 2, 3)
+            .sum(Kind::Float)
+            .double_value(&[]);
+        assert!(centre > 0.0);
+        let outside = g.copy();
+        let _ = outside.narrow(0, 2, 3).narrow(1, 2, 3).fill_(0.0);
+        assert_eq!(outside.max().double_value(&[]), 0.0);
     }
 
     #[test]

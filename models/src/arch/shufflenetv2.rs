@@ -112,15 +112,41 @@ pub struct ShuffleUnit {
 
 impl ShuffleUnit {
     pub fn push(&self, net: &mut Net, x: ValueId, name: &str) -> ValueId {
-        let (left, main_in, main_cin, left_ch) = if self.stride == 1 {
-            let half = self.cin / 2;
-            let left = net.push(
+        self.push_sharing(net, x, name, &format!("{name}.proj"))
+    }
+
+    /// The unit with its stride-2 projection branch named `proj` (SPOS shares one per layer across blocks).
+    pub fn push_sharing(&self, net: &mut Net, x: ValueId, name: &str, proj: &str) -> ValueId {
+        let left = self.push_left(net, x, proj);
+        let main = self.push_main(net, x, name);
+        Self::join(net, left, main)
+    }
+
+    /// The half that bypasses the main branch: the first half of the channels at stride 1, the projection branch
+    /// (named `proj`) at stride 2.
+    pub fn push_left(&self, net: &mut Net, x: ValueId, proj: &str) -> ValueId {
+        if self.stride == 1 {
+            net.push(
                 Op::SliceChannels {
                     start: 0,
-                    len: half,
+                    len: self.cin / 2,
                 },
                 &[x],
-            );
+            )
+        } else {
+            let h = ConvBn::depthwise(self.cin, self.kernel, self.stride, Act::None)
+                .affine(self.affine)
+                .push(net, x, &format!("{proj}.dw"));
+            ConvBn::new(self.cin, self.proj_out, 1, 1, Act::Relu)
+                .affine(self.affine)
+                .push(net, h, &format!("{proj}.pw"))
+        }
+    }
+
+    /// The main branch (on the second half of the channels at stride 1, on all of them at stride 2).
+    pub fn push_main(&self, net: &mut Net, x: ValueId, name: &str) -> ValueId {
+        let (main_in, main_cin, left_ch) = if self.stride == 1 {
+            let half = self.cin / 2;
             let right = net.push(
                 Op::SliceChannels {
                     start: half,
@@ -128,15 +154,9 @@ impl ShuffleUnit {
                 },
                 &[x],
             );
-            (left, right, self.cin - half, half)
+            (right, self.cin - half, half)
         } else {
-            let h = ConvBn::depthwise(self.cin, self.kernel, self.stride, Act::None)
-                .affine(self.affine)
-                .push(net, x, &format!("{name}.proj.dw"));
-            let left = ConvBn::new(self.cin, self.proj_out, 1, 1, Act::Relu)
-                .affine(self.affine)
-                .push(net, h, &format!("{name}.proj.pw"));
-            (left, x, self.cin, self.proj_out)
+            (x, self.cin, self.proj_out)
         };
         let branch = Branch {
             cin: main_cin,
@@ -147,7 +167,11 @@ impl ShuffleUnit {
             xception: self.xception,
             affine: self.affine,
         };
-        let main = branch.push(net, main_in, &format!("{name}.main"));
+        branch.push(net, main_in, &format!("{name}.main"))
+    }
+
+    /// Concatenates the two halves and shuffles the channels.
+    pub fn join(net: &mut Net, left: ValueId, main: ValueId) -> ValueId {
         let cat = net.push(Op::Concat, &[left, main]);
         net.push(Op::ChannelShuffle { groups: 2 }, &[cat])
     }

@@ -199,10 +199,22 @@ impl SposSpec {
         let mut x = space.stem(net, x, in_ch);
         for (i, layer) in space.layers().iter().enumerate() {
             let block = self.blocks[i];
-            x = choice_unit(layer, block, self.width(i), affine).push(net, x, &unit_name(i, block));
+            x = choice_unit(layer, block, self.width(i), affine).push_sharing(
+                net,
+                x,
+                &unit_name(i, block),
+                &proj_name(i),
+            );
         }
         Ok(space.last(net, x))
     }
+}
+
+/// The name of layer `layer`'s stride-2 projection branch, shared by its four blocks (each uses the centre of its
+/// kernel size): a block choice at a stride-2 layer then changes only half of the representation, as at stride 1,
+/// which is what lets a weight-sharing super-network train its single-path children at small budgets.
+pub fn proj_name(layer: usize) -> String {
+    format!("features.{layer}.proj")
 }
 
 /// The name of layer `layer`'s unit for a block choice.
@@ -276,15 +288,29 @@ impl SposSpace {
                     mix.blocks, mix.width
                 )));
             }
-            let outs: Vec<ValueId> = mix
+            // The bypass half is shared by the blocks (identity at stride 1, the layer's projection branch at
+            // stride 2, run once with the largest kernel among them), so averaging the units averages only
+            // their main branches.
+            let widest = mix
                 .blocks
                 .iter()
-                .map(|&b| choice_unit(layer, b, mix.width, false).push(net, x, &unit_name(i, b)))
+                .copied()
+                .max_by_key(|&b| choice_unit(layer, b, mix.width, false).kernel)
+                .unwrap_or(0);
+            let left =
+                choice_unit(layer, widest, mix.width, false).push_left(net, x, &proj_name(i));
+            let mains: Vec<ValueId> = mix
+                .blocks
+                .iter()
+                .map(|&b| {
+                    choice_unit(layer, b, mix.width, false).push_main(net, x, &unit_name(i, b))
+                })
                 .collect();
-            x = match outs.as_slice() {
+            let main = match mains.as_slice() {
                 [one] => *one,
-                _ => net.push(super::net::Op::Mean, &outs),
+                _ => net.push(super::net::Op::Mean, &mains),
             };
+            x = ShuffleUnit::join(net, left, main);
         }
         Ok(self.last(net, x))
     }
