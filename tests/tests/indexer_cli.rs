@@ -4,47 +4,20 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use hetvis_indexer::Index;
-use hetvis_models::arch::{Backbone, MobileNetV2Spec, ModelSpec, Stem};
-use hetvis_models::manifest::{ModelManifest, Provenance, Role};
-use hetvis_models::preprocess::Preprocessing;
-use hetvis_models::weights::Weights;
-use hetvis_tests::{bare_command, run_ok};
+use hetvis_models::manifest::Role;
+use hetvis_tests::{bare_command, fixtures, run_ok};
 
 const DIM: usize = 32;
 
 /// A MobileNetV2 x0.25 (small stem, 24 px, 32-d) with random weights, exported with its manifest.
 fn model(dir: &Path, name: &str, role: Role, compat_id: &str, seed: u64) -> PathBuf {
-    let spec = ModelSpec::new(
-        Backbone::Mobilenetv2(MobileNetV2Spec {
-            width: 0.25,
-            stem: Stem::Small,
-        }),
-        24,
-        DIM,
-    );
-    let manifest = ModelManifest::for_spec(
-        name,
-        role,
-        &spec,
-        Preprocessing::fashion_mnist(24),
-        compat_id,
-        Provenance::default(),
-    )
-    .unwrap();
-    let weights = Weights::random(&spec.lower().unwrap(), seed);
-    let path = dir.join(format!("{name}.onnx"));
-    hetvis_models::onnx::export::export_to_files(&path, &spec, &weights, &manifest).unwrap();
-    path
+    fixtures::model(dir, name, role, compat_id, seed, DIM)
 }
 
 /// A 30x20 PNG whose content depends on `seed`, so every image embeds differently.
 fn write_png(path: &Path, seed: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let img = image::RgbImage::from_fn(30, 20, |x, y| {
-        let v = (x * 7 + y * 13 + seed * 31) ^ (seed * 17 + x * y);
-        image::Rgb([(v % 251) as u8, (seed * 9 % 256) as u8, ((x + y) * 6) as u8])
-    });
-    img.save(path).unwrap();
+    std::fs::write(path, fixtures::png(seed)).unwrap();
 }
 
 /// Three labelled folders of eight images, plus one corrupt PNG and one text file.
