@@ -89,29 +89,23 @@ fn main() -> anyhow::Result<()> {
             std::env::temp_dir().join(format!("hetvis-net-{arch}-{}.json", std::process::id()));
         std::fs::write(&net_path, &net.stdout)?;
         let (mut tch, mut torch) = (Vec::new(), Vec::new());
+        // The same step settings for both sides.
+        let step_args = [
+            "--batch".to_owned(),
+            n(cli.batch),
+            "--warmup".to_owned(),
+            n(cli.warmup),
+            "--steps".to_owned(),
+            n(cli.steps),
+            "--threads".to_owned(),
+            n(cli.threads),
+        ];
         for round in 0..cli.rounds {
             let mut t = Command::new(&cli.trainer);
             common(&mut t);
-            t.args([
-                "--batch",
-                &n(cli.batch),
-                "--warmup",
-                &n(cli.warmup),
-                "--steps",
-                &n(cli.steps),
-            ]);
-            t.args(["--threads", &n(cli.threads)]);
+            t.args(&step_args);
             let mut p = Command::new(&cli.python);
-            p.arg(&cli.script).arg(&net_path);
-            p.args([
-                "--batch",
-                &n(cli.batch),
-                "--warmup",
-                &n(cli.warmup),
-                "--steps",
-                &n(cli.steps),
-            ]);
-            p.args(["--threads", &n(cli.threads)]);
+            p.arg(&cli.script).arg(&net_path).args(&step_args);
             if round % 2 == 0 {
                 tch.extend(rates(&mut t)?);
                 torch.extend(rates(&mut p)?);
