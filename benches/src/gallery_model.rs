@@ -23,6 +23,7 @@ impl GallerySpec {
             depth: self.depth,
             width: self.width,
             stem: Stem::Small,
+            inner: None,
         };
         ModelSpec::new(Backbone::Resnet(resnet), self.input_px, self.dim)
     }

@@ -10,5 +10,6 @@ pub mod manifest;
 pub mod metrics;
 pub mod onnx;
 pub mod preprocess;
+pub mod prune;
 pub mod runtime;
 pub mod weights;

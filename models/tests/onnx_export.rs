@@ -11,6 +11,7 @@ use hetvis_models::manifest::{
 };
 use hetvis_models::onnx::{export, graph::to_bytes};
 use hetvis_models::preprocess::Preprocessing;
+use hetvis_models::prune::{prune_resnet, PruneCriterion};
 use hetvis_models::runtime::SessionConfig;
 use hetvis_models::weights::Weights;
 
@@ -244,6 +245,7 @@ fn small_specs() -> Vec<ModelSpec> {
                 depth: 18,
                 width: 0.125,
                 stem: Stem::Imagenet,
+                inner: None,
             }),
             32,
             16,
@@ -253,6 +255,18 @@ fn small_specs() -> Vec<ModelSpec> {
                 depth: 50,
                 width: 0.125,
                 stem: Stem::Small,
+                inner: None,
+            }),
+            16,
+            16,
+        ),
+        // A pruned ResNet: uneven inner channel counts per block.
+        ModelSpec::new(
+            Backbone::Resnet(ResNetSpec {
+                depth: 50,
+                width: 0.125,
+                stem: Stem::Small,
+                inner: Some((0..16).map(|b| vec![1 + b % 5, 1 + (b * 3) % 7]).collect()),
             }),
             16,
             16,
@@ -358,4 +372,68 @@ fn export_refuses_weights_that_do_not_fit() {
     weights.0.remove(&first);
     let err = export(&spec, &weights, &manifest(&spec, Role::Query)).unwrap_err();
     assert!(err.to_string().contains(&first), "{err}");
+}
+
+/// Pruning removes real channels: when the pruned filters are dead (zero weights, BN scale and shift 0), the
+/// smaller exported network computes exactly what the original computes.
+#[test]
+fn pruning_dead_filters_exports_a_smaller_network_with_the_same_output() {
+    hetvis_models::runtime::init(None).unwrap();
+    let spec = small_specs().remove(1);
+    let net = spec.lower().unwrap();
+    let mut weights = Weights::random(&net, 5);
+    // Kill every other filter of each block's first two layers.
+    let names: Vec<String> = net
+        .params()
+        .into_iter()
+        .map(|p| p.name)
+        .filter(|n| (n.contains(".unit1.") || n.contains(".unit2.")) && n.starts_with("layer"))
+        .collect();
+    for name in &names {
+        let t = weights.0.get_mut(name).unwrap();
+        let per = t.data.len() / t.shape[0];
+        let is_conv = name.ends_with("conv.weight");
+        let is_affine = name.ends_with("bn.weight") || name.ends_with("bn.bias");
+        for (i, v) in t.data.iter_mut().enumerate() {
+            if (i / per) % 2 == 1 && (is_conv || is_affine) {
+                *v = 0.0;
+            }
+        }
+    }
+    let embed = |spec: &ModelSpec, w: &Weights| {
+        let bytes = to_bytes(&export(spec, w, &manifest(spec, Role::Query)).unwrap());
+        let mut e = Embedder::from_bytes(
+            &bytes,
+            std::path::Path::new("m.onnx"),
+            &SessionConfig::default(),
+        )
+        .unwrap();
+        let images = pseudo_images(2, e.input_len());
+        e.embed(&images).unwrap()
+    };
+    let full = embed(&spec, &weights);
+    for criterion in [PruneCriterion::Magnitude, PruneCriterion::Channel] {
+        let p = prune_resnet(&spec, &weights, criterion, 0.5).unwrap();
+        for block in &p.kept {
+            for layer in block {
+                assert!(
+                    layer.iter().all(|c| c % 2 == 0),
+                    "{criterion:?} kept a dead filter: {layer:?}"
+                );
+            }
+        }
+        let mmacs = |s: &ModelSpec| {
+            hetvis_models::flops::count(&s.lower().unwrap())
+                .unwrap()
+                .mmacs()
+        };
+        assert!(mmacs(&p.spec) < 0.75 * mmacs(&spec));
+        let pruned = embed(&p.spec, &p.weights);
+        let diff = full
+            .iter()
+            .zip(&pruned)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{criterion:?}: max |full - pruned| = {diff}");
+    }
 }

@@ -40,6 +40,10 @@ pub fn bare_command(name: &str) -> Command {
     ] {
         cmd.env_remove(var);
     }
+    // Tests run side by side; libtorch's OpenMP threads spinning while idle would starve each other's.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        cmd.env("OMP_WAIT_POLICY", "PASSIVE");
+    }
     cmd
 }
 

@@ -3,6 +3,7 @@
 pub mod cmpnas;
 pub mod data;
 pub mod device;
+pub mod distill;
 pub mod eval;
 pub mod head;
 pub mod pipeline;
@@ -10,6 +11,7 @@ pub mod plot;
 pub mod preset;
 pub mod search;
 pub mod smoke;
+pub mod study;
 pub mod supernet;
 pub mod tch_net;
 pub mod throughput;

@@ -13,7 +13,7 @@ use tch::Device;
 
 use crate::cmpnas::{self, Evaluator, Reward, SupernetLoss, SupernetRun};
 use crate::data::Dataset;
-use crate::preset::Preset;
+use crate::preset::{Preset, Schedule};
 use crate::train::{self, GalleryRun, Objective, QueryMode, RunConfig, TrainError};
 
 /// A FLOPs budget: `23x` (that many times fewer MMACs than the gallery model) or an absolute MMACs figure.
@@ -60,7 +60,8 @@ impl Tier {
     }
 }
 
-fn mmacs(spec: &ModelSpec) -> f64 {
+/// MMACs of a spec (infinite when it does not lower).
+pub fn mmacs(spec: &ModelSpec) -> f64 {
     spec.lower()
         .ok()
         .and_then(|n| hetvis_models::flops::count(&n).ok())
@@ -145,7 +146,14 @@ impl Context<'_> {
                 mode,
                 gallery: gallery.to_owned(),
             },
-            schedule: p.query,
+            schedule: Schedule {
+                lr: if mode == QueryMode::Finetune {
+                    p.query.lr * p.finetune_lr_scale
+                } else {
+                    p.query.lr
+                },
+                ..p.query
+            },
             classifier: p.classifier,
             bct_weight: p.bct_weight,
             l2_weight: p.l2_weight,
@@ -153,6 +161,8 @@ impl Context<'_> {
             seed: self.seed,
             data: self.data_label.to_owned(),
             preset: self.preset_name.to_owned(),
+            init: None,
+            kd: p.kd,
         }
     }
 
@@ -170,6 +180,8 @@ impl Context<'_> {
             seed: self.seed,
             data: self.data_label.to_owned(),
             preset: self.preset_name.to_owned(),
+            init: None,
+            kd: p.kd,
         }
     }
 
@@ -267,10 +279,7 @@ pub fn run(
         tracing::info!(tier = %tier.label(), budget_mmacs = budget, "tier");
         for (arch, spec) in baselines_for(budget, ctx.preset) {
             for mode in [QueryMode::Bct, QueryMode::Independent] {
-                let m = serde_json::to_value(mode)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
+                let m = mode.name();
                 let d = dir.join(format!("{arch}-{m}"));
                 let name = format!("{arch}-{}-{m}", tier.label());
                 train::run(

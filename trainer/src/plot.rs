@@ -205,6 +205,73 @@ pub fn accuracy_vs_mmacs(points: &[Point], paragon: f64, metric: &str) -> String
     s + "</svg>\n"
 }
 
+/// One coloured series of a scatter plot; labels may be empty.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub color: &'a str,
+    pub points: Vec<(f64, f64, String)>,
+}
+
+/// A scatter plot of labelled points in several series (the study figures); `diagonal` draws y = x, the line
+/// the compatibility rule is read against when both axes are accuracies.
+pub fn scatter(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[Series],
+    log_x: bool,
+    diagonal: bool,
+) -> String {
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .collect();
+    let (both, ys_fit) = if diagonal {
+        let v: Vec<f64> = xs.iter().chain(&ys).copied().collect();
+        (v.clone(), v)
+    } else {
+        (xs.clone(), ys.clone())
+    };
+    let a = Axes::fit(&both, &ys_fit, log_x);
+    let mut s = frame(title, xlabel, ylabel, &a);
+    if diagonal {
+        let (lo, hi) = (a.x.0.max(a.y.0), a.x.1.min(a.y.1));
+        if lo < hi {
+            s += &format!(
+                "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#999\" stroke-dasharray=\"4 4\"/>\n",
+                a.px(lo),
+                a.py(lo),
+                a.px(hi),
+                a.py(hi)
+            );
+        }
+    }
+    for ser in series {
+        for (x, y, label) in &ser.points {
+            let (px, py) = (a.px(*x), a.py(*y));
+            s += &format!(
+                "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"4\" fill=\"{}\"/>\n",
+                ser.color
+            );
+            if !label.is_empty() {
+                s += &format!(
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>\n",
+                    px + 6.0,
+                    py - 5.0,
+                    esc(label)
+                );
+            }
+        }
+    }
+    let items: Vec<(&str, &str)> = series.iter().map(|s| (s.name, s.color)).collect();
+    s += &legend(&items);
+    s + "</svg>\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +298,21 @@ mod tests {
         let s = accuracy_vs_mmacs(&pts, 0.8, "top-1");
         assert_eq!(s.matches("<circle").count(), 4);
         assert!(s.contains("a&lt;b"));
+        let series = [
+            Series {
+                name: "bct",
+                color: "#d62728",
+                points: vec![(0.5, 0.7, "x".into()), (0.6, 0.8, String::new())],
+            },
+            Series {
+                name: "vanilla",
+                color: "#1f77b4",
+                points: vec![(0.55, 0.1, String::new())],
+            },
+        ];
+        let s = scatter("t", "hom", "het", &series, false, true);
+        assert_eq!(s.matches("<circle").count(), 3);
+        assert_eq!(s.matches("stroke-dasharray").count(), 1);
+        assert!(s.trim_end().ends_with("</svg>"));
     }
 }

@@ -43,6 +43,45 @@ pub struct ClassifierPreset {
     pub margin: f64,
 }
 
+/// Knowledge distillation of the gallery's logits (`query --mode kd`): `weight * T^2 * KL` at temperature `T`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KdPreset {
+    pub weight: f64,
+    pub temperature: f64,
+}
+
+impl Default for KdPreset {
+    /// Hinton et al.'s usual setting: T = 4, the soft term weighted like the hard one.
+    fn default() -> Self {
+        Self {
+            weight: 1.0,
+            temperature: 4.0,
+        }
+    }
+}
+
+/// Sizes of the compatibility studies (`hetvis-train study ...`): each trains many models, so each model gets a
+/// smaller budget than the pipeline's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyPreset {
+    /// Seeded training subset of every study model (0 = the preset's `train_limit`).
+    pub train_limit: usize,
+    /// Schedule of every model a study trains.
+    pub query: Schedule,
+    /// Test images of the studies' evaluations (0 = the whole test split).
+    pub test_limit: usize,
+    /// Pruning study: fractions of the inner filters removed.
+    pub prune_amounts: Vec<f64>,
+    /// Random-architecture study: architectures are drawn with MMACs within this fraction of the budget.
+    pub budget_window: f64,
+    /// Reward study: best architectures of each search that are retrained and averaged.
+    pub top: usize,
+}
+
+fn default_finetune_lr_scale() -> f64 {
+    0.1
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preset {
     #[serde(default)]
@@ -59,6 +98,11 @@ pub struct Preset {
     pub bct_weight: f64,
     /// Weight of the squared distance to the gallery embedding in `l2` mode.
     pub l2_weight: f64,
+    #[serde(default)]
+    pub kd: KdPreset,
+    /// `finetune` mode trains at this fraction of the query learning rate (it starts from trained weights).
+    #[serde(default = "default_finetune_lr_scale")]
+    pub finetune_lr_scale: f64,
     pub augment: bool,
     pub val_fraction: f64,
     /// Train on a seeded subset of this many training images (0 = all): a compute budget, not a data choice.
@@ -67,6 +111,7 @@ pub struct Preset {
     pub seed: u64,
     /// Super-network, search and pipeline tiers.
     pub cmpnas: crate::cmpnas::CmpNasPreset,
+    pub study: StudyPreset,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +143,16 @@ impl Preset {
 
     pub fn gallery_spec(&self) -> ModelSpec {
         self.spec(self.gallery.backbone.clone())
+    }
+
+    /// This preset resized for a study: the study's training subset and schedule for every model it trains.
+    pub fn for_study(&self) -> Preset {
+        let mut p = self.clone();
+        p.query = self.study.query;
+        if self.study.train_limit > 0 {
+            p.train_limit = self.study.train_limit;
+        }
+        p
     }
 }
 

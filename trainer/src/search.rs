@@ -134,6 +134,24 @@ pub enum SearchError {
     Evaluate(String),
 }
 
+/// Every candidate a search logged so far (none when the log does not exist yet).
+pub fn read_log(log: &Path) -> Result<Vec<Candidate>, SearchError> {
+    let log_err = |e: &dyn std::fmt::Display| SearchError::Log {
+        path: log.display().to_string(),
+        message: e.to_string(),
+    };
+    match std::fs::read_to_string(log) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .map_err(|e| log_err(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(log_err(&e)),
+    }
+}
+
 /// Runs (or resumes) the search. `mmacs(arch)` counts FLOPs; `evaluate(arch)` trains nothing, only scores.
 /// `on_generation(g, best, mean)` reports progress. Returns every evaluated candidate.
 pub fn run(
@@ -149,16 +167,7 @@ pub fn run(
         path: log.display().to_string(),
         message: e.to_string(),
     };
-    let mut all: Vec<Candidate> = match std::fs::read_to_string(log) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()
-            .map_err(|e| log_err(&e))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(log_err(&e)),
-    };
+    let mut all = read_log(log)?;
     let mut seen: HashSet<Key> = all
         .iter()
         .map(|c| (c.blocks.clone(), c.widths.clone()))

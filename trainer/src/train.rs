@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::{augment, Dataset};
 use crate::head::CosineHead;
-use crate::preset::{ClassifierPreset, Schedule};
+use crate::preset::{ClassifierPreset, KdPreset, Schedule};
 use crate::tch_net::{load_into, TchNet};
 
 /// How a query model is trained.
@@ -32,6 +32,28 @@ pub enum QueryMode {
     Independent,
     /// Own classifier plus the squared distance to the gallery embedding of the same image.
     L2,
+    /// Starts from the gallery's weights (or `init`, e.g. a pruned gallery) and its classifier, then trains the
+    /// own classifier only, at `finetune_lr_scale` of the learning rate.
+    Finetune,
+    /// Own classifier plus distillation of the gallery's logits (Hinton et al. 2015); no embedding-space tie.
+    Kd,
+}
+
+impl QueryMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            QueryMode::Bct => "bct",
+            QueryMode::Independent => "independent",
+            QueryMode::L2 => "l2",
+            QueryMode::Finetune => "finetune",
+            QueryMode::Kd => "kd",
+        }
+    }
+
+    /// Whether the objective ties the embedding to the gallery's space, so the model may share its compat id.
+    pub fn claims_gallery_space(self) -> bool {
+        matches!(self, QueryMode::Bct | QueryMode::L2)
+    }
 }
 
 /// What a run trains.
@@ -55,6 +77,12 @@ pub struct RunConfig {
     pub seed: u64,
     pub data: String,
     pub preset: String,
+    /// Network weights to start from instead of a random init. `finetune` without one starts from the gallery's
+    /// weights (the architectures must then be the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+    #[serde(default)]
+    pub kd: KdPreset,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -111,6 +139,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
 
 /// A finished gallery run, loaded for a query run: frozen network, frozen classifier, compat id.
 pub struct GalleryRun {
+    pub dir: PathBuf,
     pub manifest: ModelManifest,
     pub net: TchNet,
     pub head: CosineHead,
@@ -145,12 +174,34 @@ impl GalleryRun {
         load_into(&vs, &head_w)?;
         vs.freeze();
         Ok(Self {
+            dir: dir.to_owned(),
             manifest,
             net,
             head,
             _vs: vs,
         })
     }
+}
+
+/// Where a run's network variables live in its var store (the classifier is under `head`).
+pub const NET_PREFIX: &str = "net";
+
+/// Copies `weights` (named as the lowered network names them, as `weights.safetensors` files are) into the
+/// network variables of a run's var store; every tensor of `spec` must be there with its shape.
+pub fn init_net(vs: &nn::VarStore, spec: &ModelSpec, weights: &Weights) -> Result<(), TrainError> {
+    let net = spec.lower()?;
+    weights.check(&net)?;
+    let mut prefixed = Weights::default();
+    for p in net.params() {
+        let t = weights.get(&p.name)?;
+        prefixed.insert(
+            format!("{NET_PREFIX}.{}", p.name),
+            t.shape.clone(),
+            t.data.clone(),
+        );
+    }
+    load_into(vs, &prefixed)?;
+    Ok(())
 }
 
 /// Learning rate at a step: cosine decay from the peak, after a one-epoch linear warm-up.
@@ -221,13 +272,44 @@ pub fn run(
     }
 
     let mut vs = nn::VarStore::new(device);
-    let net = TchNet::new(&(vs.root() / "net"), &config.spec.lower()?);
+    let net = TchNet::new(&(vs.root() / NET_PREFIX), &config.spec.lower()?);
     let head = CosineHead::new(
         &(vs.root() / "head"),
         data.classes,
         config.spec.embedding_dim,
         config.classifier,
     );
+    let mode = match &config.objective {
+        Objective::Query { mode, .. } => Some(*mode),
+        Objective::Gallery => None,
+    };
+    let init = match (&config.init, &gallery) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(g)) if mode == Some(QueryMode::Finetune) => {
+            if g.manifest.spec != config.spec {
+                return Err(TrainError::Gallery {
+                    dir: dir.to_owned(),
+                    message: "finetune starts from the gallery's weights, which need the gallery's \
+                              architecture; pass --init with weights for this one (e.g. a pruned gallery)"
+                        .into(),
+                });
+            }
+            Some(g.dir.join("weights.safetensors"))
+        }
+        (None, _) => None,
+    };
+    if let Some(path) = &init {
+        init_net(&vs, &config.spec, &Weights::load(path)?)?;
+        tracing::info!(init = %path.display(), "network initialised from weights");
+    }
+    if let (Some(QueryMode::Finetune), Some(g)) = (mode, &gallery) {
+        // Fine-tuning starts from the gallery's classifier too, when the classes are the same.
+        if g.head.weight.size() == head.weight.size() {
+            tch::no_grad(|| head.weight.shallow_clone().copy_(&g.head.weight));
+        } else {
+            tracing::warn!("gallery classifier has other classes; fine-tuning starts a new one");
+        }
+    }
 
     let resumed_from = fit(
         &FitConfig {
@@ -253,7 +335,16 @@ pub fn run(
                             .mean(Kind::Float)
                             * config.l2_weight
                     }
-                    QueryMode::Independent => {}
+                    QueryMode::Kd => {
+                        let teacher =
+                            tch::no_grad(|| g.head.logits(&g.net.forward_t(x, false), None));
+                        loss += crate::distill::kd_loss(
+                            &head.logits(&e, None),
+                            &teacher,
+                            config.kd.temperature,
+                        ) * config.kd.weight
+                    }
+                    QueryMode::Independent | QueryMode::Finetune => {}
                 }
             }
             let correct = head
@@ -279,18 +370,17 @@ pub fn run(
     );
     write_atomic(&dir.join("head.safetensors"), &head_w.to_bytes()?)?;
 
-    // BCT and L2 models live in the gallery's embedding space; an independent model does not, so it gets an
-    // id of its own and a server will refuse to pair it with the gallery index.
+    // BCT and L2 models are trained into the gallery's embedding space; the other modes are not (fine-tuning
+    // starts there but nothing keeps it there), so they get an id of their own and a server will refuse to pair
+    // them with the gallery index.
     let (role, mode, compat_id) = match (&config.objective, &gallery) {
         (Objective::Query { mode, .. }, Some(g)) => (
             Role::Query,
-            serde_json::to_value(mode)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            match mode {
-                QueryMode::Bct | QueryMode::L2 => g.manifest.compat_id.clone(),
-                QueryMode::Independent => new_compat_id(&config.name, &weight_bytes),
+            mode.name().to_owned(),
+            if mode.claims_gallery_space() {
+                g.manifest.compat_id.clone()
+            } else {
+                new_compat_id(&config.name, &weight_bytes)
             },
         ),
         _ => (
@@ -469,6 +559,67 @@ fn append_log(path: &Path, entry: &EpochLog) -> Result<(), TrainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hetvis_models::arch::{Backbone, ResNetSpec, Stem};
+
+    fn resnet18(width: f64) -> ModelSpec {
+        ModelSpec::new(
+            Backbone::Resnet(ResNetSpec {
+                depth: 18,
+                width,
+                stem: Stem::Small,
+                inner: None,
+            }),
+            16,
+            8,
+        )
+    }
+
+    /// Fine-tuning starts where the gallery is: the initialised query network computes the gallery's
+    /// embedding, and the copied classifier scores it as the gallery's does.
+    #[test]
+    fn finetune_init_starts_at_the_gallery() {
+        let spec = resnet18(0.25);
+        let net = spec.lower().unwrap();
+        let w = Weights::random(&net, 3);
+        let gallery_vs = nn::VarStore::new(Device::Cpu);
+        let gallery = TchNet::new(&gallery_vs.root(), &net);
+        load_into(&gallery_vs, &w).unwrap();
+        let gallery_head = CosineHead::new(
+            &(gallery_vs.root() / "head"),
+            4,
+            8,
+            ClassifierPreset {
+                scale: 16.0,
+                margin: 0.2,
+            },
+        );
+        let query_vs = nn::VarStore::new(Device::Cpu);
+        let query = TchNet::new(&(query_vs.root() / NET_PREFIX), &net);
+        let query_head = CosineHead::new(&(query_vs.root() / "head"), 4, 8, gallery_head.config);
+        init_net(&query_vs, &spec, &w).unwrap();
+        tch::no_grad(|| {
+            query_head
+                .weight
+                .shallow_clone()
+                .copy_(&gallery_head.weight)
+        });
+        let x = Tensor::randn([3, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 3]);
+        let (eg, eq) = (gallery.forward_t(&x, false), query.forward_t(&x, false));
+        let diff = (&eg - &eq).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "embeddings differ by {diff}");
+        let (lg, lq) = (
+            gallery_head.loss(&eg, &y).double_value(&[]),
+            query_head.loss(&eq, &y).double_value(&[]),
+        );
+        assert!((lg - lq).abs() < 1e-6, "{lg} vs {lq}");
+        // Weights of another architecture are refused, not half-loaded.
+        let other = Weights::random(&resnet18(0.5).lower().unwrap(), 3);
+        assert!(matches!(
+            init_net(&query_vs, &spec, &other),
+            Err(TrainError::Weights(_))
+        ));
+    }
 
     #[test]
     fn lr_warms_up_then_decays_to_zero() {

@@ -28,6 +28,18 @@ fn specs(size: usize) -> Vec<ModelSpec> {
                 depth: 50,
                 width: 0.25,
                 stem: Stem::Imagenet,
+                inner: None,
+            }),
+            size,
+            32,
+        ),
+        // A pruned ResNet-50: uneven inner channel counts, as `hetvis_models::prune` writes them.
+        ModelSpec::new(
+            Backbone::Resnet(ResNetSpec {
+                depth: 50,
+                width: 0.25,
+                stem: Stem::Imagenet,
+                inner: Some((0..16).map(|b| vec![2 + b % 5, 1 + (b * 3) % 9]).collect()),
             }),
             size,
             32,
@@ -37,6 +49,7 @@ fn specs(size: usize) -> Vec<ModelSpec> {
                 depth: 18,
                 width: 0.25,
                 stem: small,
+                inner: None,
             }),
             size,
             32,
@@ -176,6 +189,8 @@ fn trained_gallery_resnet101_matches_its_onnx_export() {
         seed: 1,
         data: "synthetic".into(),
         preset: "tiny".into(),
+        init: None,
+        kd: p.kd,
     };
     train::run(dir.path(), &config, &ds, Device::Cpu).unwrap();
 

@@ -15,6 +15,12 @@ pub struct ResNetSpec {
     pub width: f64,
     #[serde(default)]
     pub stem: Stem,
+    /// Channel counts of the inner layers of every residual block, in block order: `[unit1, unit2]` for
+    /// bottlenecks, `[unit1]` for basic blocks (their second layer feeds the residual sum, so it keeps the stage
+    /// width). `None` = the widths the depth and `width` give. Structured pruning writes these
+    /// (`crate::prune`): a pruned ResNet is a real, smaller network, not a mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<Vec<Vec<usize>>>,
 }
 
 fn one() -> f64 {
@@ -27,7 +33,60 @@ impl ResNetSpec {
             depth,
             width: 1.0,
             stem: Stem::Imagenet,
+            inner: None,
         }
+    }
+
+    /// Blocks in the whole network.
+    pub fn block_count(&self) -> Result<usize, ArchError> {
+        Ok(self.layout()?.0.iter().sum())
+    }
+
+    /// The unpruned inner channel counts of every block (what `inner: None` means).
+    pub fn default_inner(&self) -> Result<Vec<Vec<usize>>, ArchError> {
+        let (blocks, bottleneck) = self.layout()?;
+        Ok(blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(stage, &n)| {
+                let mid = self.ch(64 << stage);
+                std::iter::repeat_n(
+                    if bottleneck {
+                        vec![mid, mid]
+                    } else {
+                        vec![mid]
+                    },
+                    n,
+                )
+            })
+            .collect())
+    }
+
+    /// The inner channel counts in use, checked against the layout.
+    pub fn inner_channels(&self) -> Result<Vec<Vec<usize>>, ArchError> {
+        let Some(inner) = &self.inner else {
+            return self.default_inner();
+        };
+        let (_, bottleneck) = self.layout()?;
+        let per_block = if bottleneck { 2 } else { 1 };
+        let blocks = self.block_count()?;
+        if inner.len() != blocks {
+            return Err(ArchError::Invalid(format!(
+                "ResNet-{} has {blocks} blocks, inner channels are given for {}",
+                self.depth,
+                inner.len()
+            )));
+        }
+        if let Some((i, b)) = inner
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.len() != per_block || b.contains(&0))
+        {
+            return Err(ArchError::Invalid(format!(
+                "ResNet block {i}: inner channels {b:?}, need {per_block} counts > 0"
+            )));
+        }
+        Ok(inner.clone())
     }
 
     /// Blocks per stage and whether the blocks are bottlenecks.
@@ -64,6 +123,8 @@ impl ResNetSpec {
             )));
         }
         let (blocks, bottleneck) = self.layout()?;
+        let inner = self.inner_channels()?;
+        let mut block_index = 0;
         let stem_ch = self.ch(64);
         let mut x = match self.stem {
             Stem::Imagenet => {
@@ -87,6 +148,8 @@ impl ResNetSpec {
             for b in 0..n {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 let name = format!("layer{}.{b}", stage + 1);
+                let widths = &inner[block_index];
+                block_index += 1;
                 let shortcut = if stride != 1 || cin != cout {
                     ConvBn::new(cin, cout, 1, stride, Act::None).push(
                         net,
@@ -97,24 +160,29 @@ impl ResNetSpec {
                     x
                 };
                 let body = if bottleneck {
-                    let h = ConvBn::new(cin, mid, 1, 1, Act::Relu).push(
+                    let (m1, m2) = (widths[0], widths[1]);
+                    let h = ConvBn::new(cin, m1, 1, 1, Act::Relu).push(
                         net,
                         x,
                         &format!("{name}.unit1"),
                     );
-                    let h = ConvBn::new(mid, mid, 3, stride, Act::Relu).push(
+                    let h = ConvBn::new(m1, m2, 3, stride, Act::Relu).push(
                         net,
                         h,
                         &format!("{name}.unit2"),
                     );
-                    ConvBn::new(mid, cout, 1, 1, Act::None).push(net, h, &format!("{name}.unit3"))
+                    ConvBn::new(m2, cout, 1, 1, Act::None).push(net, h, &format!("{name}.unit3"))
                 } else {
-                    let h = ConvBn::new(cin, mid, 3, stride, Act::Relu).push(
+                    let h = ConvBn::new(cin, widths[0], 3, stride, Act::Relu).push(
                         net,
                         x,
                         &format!("{name}.unit1"),
                     );
-                    ConvBn::new(mid, cout, 3, 1, Act::None).push(net, h, &format!("{name}.unit2"))
+                    ConvBn::new(widths[0], cout, 3, 1, Act::None).push(
+                        net,
+                        h,
+                        &format!("{name}.unit2"),
+                    )
                 };
                 let sum = net.push(Op::Add, &[body, shortcut]);
                 x = net.push(Op::Relu, &[sum]);

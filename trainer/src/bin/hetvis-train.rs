@@ -8,12 +8,14 @@ use hetvis_models::arch::ModelSpec;
 use hetvis_models::data::fashion_mnist::{FashionMnist, DEFAULT_ROOT, ROOT_ENV};
 use hetvis_models::manifest::ModelManifest;
 use hetvis_models::preprocess::Preprocessing;
+use hetvis_models::prune::PruneCriterion;
 use hetvis_models::runtime::{self, Device as OrtDevice, SessionConfig};
-use hetvis_trainer::cmpnas::{Reward, SupernetLoss};
+use hetvis_trainer::cmpnas::{Reward, RewardMetric, SupernetLoss};
 use hetvis_trainer::data::{Dataset, Source};
 use hetvis_trainer::device::DeviceChoice;
 use hetvis_trainer::pipeline::{Context as PipelineCtx, Tier};
 use hetvis_trainer::preset::{self, DataSpec, Preset};
+use hetvis_trainer::study;
 use hetvis_trainer::train::{self, QueryMode};
 
 #[derive(Parser)]
@@ -69,6 +71,10 @@ enum Command {
         arch: String,
         #[arg(long, value_enum, default_value_t = QueryMode::Bct)]
         mode: QueryMode,
+        /// Start from these network weights (safetensors named like the architecture's layers, e.g. a pruned
+        /// gallery's init.safetensors). `finetune` without it starts from the gallery's own weights.
+        #[arg(long)]
+        init: Option<PathBuf>,
         /// Default: the gallery run's preset.
         #[arg(long)]
         preset: Option<String>,
@@ -130,6 +136,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The paper's compatibility studies, sized by the preset's `study` section; re-running skips finished
+    /// models.
+    Study {
+        #[command(subcommand)]
+        study: StudyCommand,
+    },
     /// Measure training-step throughput (images/s, median of timed steps) on random data; prints JSON.
     StepBench {
         /// `gallery`, a baseline name of the preset, or a spec JSON.
@@ -159,6 +171,61 @@ enum Command {
         /// Directory for smoke.json.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StudyCommand {
+    /// Weight-level compatibility (supplementary Table 4): the gallery ResNet pruned by each criterion and
+    /// amount, trained with each mode; writes pruning.md and pruning.json.
+    Pruning {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long, value_enum, value_delimiter = ',',
+              default_values_t = [PruneCriterion::Magnitude, PruneCriterion::Channel])]
+        criteria: Vec<PruneCriterion>,
+        /// Fractions of the inner filters removed (default: the preset's, 0.3,0.5,0.7,0.9).
+        #[arg(long, value_delimiter = ',')]
+        amounts: Option<Vec<f64>>,
+        #[arg(long, value_enum, value_delimiter = ',',
+              default_values_t = [QueryMode::Independent, QueryMode::Finetune, QueryMode::Bct, QueryMode::Kd])]
+        modes: Vec<QueryMode>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Architecture-level compatibility (the Q1/Q2 figures): N random architectures near a budget, BCT and
+    /// vanilla; writes random_archs.md/.json, three plots and the Kendall taus.
+    RandomArchs {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        n: usize,
+        #[arg(long)]
+        tier: Tier,
+        /// The accuracy plotted and rank-correlated.
+        #[arg(long, value_enum, default_value_t = RewardMetric::Top1)]
+        metric: RewardMetric,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Reward ablation (supplementary Figure 1): R1/R2/R3 searches over BCT and vanilla super-networks, the
+    /// best architectures of each retrained with BCT and averaged; writes rewards.md/.json/.svg.
+    Rewards {
+        #[arg(long)]
+        gallery: PathBuf,
+        #[arg(long)]
+        tier: Tier,
+        /// Architectures retrained per search (default: the preset's study.top).
+        #[arg(long)]
+        top: Option<usize>,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -289,6 +356,7 @@ fn main() -> anyhow::Result<()> {
             gallery,
             arch,
             mode,
+            init,
             preset,
             data,
             out,
@@ -299,7 +367,9 @@ fn main() -> anyhow::Result<()> {
             };
             let (ds, label) = ctx.dataset(&p, &data)?;
             let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
-            let config = pctx.query_config(&run_name(&out), query_spec(&arch, &p)?, mode, &gallery);
+            let mut config =
+                pctx.query_config(&run_name(&out), query_spec(&arch, &p)?, mode, &gallery);
+            config.init = init;
             report_outcome(&train::run(&out, &config, &ds, device)?);
         }
         Command::Eval {
@@ -387,6 +457,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", hetvis_trainer::eval::markdown(&report));
             println!("report: {}", report_dir.join("report.md").display());
         }
+        Command::Study { study } => run_study(&ctx, study)?,
         Command::StepBench {
             arch,
             preset,
@@ -433,6 +504,66 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
                 println!("wrote {}", path.display());
             }
+        }
+    }
+    Ok(())
+}
+
+fn run_study(ctx: &Ctx, study: StudyCommand) -> anyhow::Result<()> {
+    let (gallery, data) = match &study {
+        StudyCommand::Pruning { gallery, data, .. }
+        | StudyCommand::RandomArchs { gallery, data, .. }
+        | StudyCommand::Rewards { gallery, data, .. } => (gallery.clone(), data.clone()),
+    };
+    let (p, preset) = gallery_preset(ctx, &gallery)?;
+    let p = p.for_study();
+    let (ds, label) = ctx.dataset(&p, &data)?;
+    let pctx = pipeline_ctx(&p, &preset, &ds, &label, ctx.device, &data);
+    let ort = ort_config(ctx.device);
+    match study {
+        StudyCommand::Pruning {
+            criteria,
+            amounts,
+            modes,
+            out,
+            ..
+        } => {
+            let grid = study::pruning::PruningStudy {
+                criteria,
+                amounts: amounts.unwrap_or_else(|| p.study.prune_amounts.clone()),
+                modes,
+            };
+            let table = study::pruning::run(&pctx, &gallery, &grid, &out, &ort)?;
+            print!("{}", study::pruning::markdown(&table));
+            println!("wrote {}", out.join("pruning.md").display());
+        }
+        StudyCommand::RandomArchs {
+            n,
+            tier,
+            metric,
+            out,
+            ..
+        } => {
+            let s = study::random_archs::RandomArchsStudy {
+                n,
+                tier,
+                metric,
+                seed: pctx.seed,
+            };
+            let r = study::random_archs::run(&pctx, &gallery, &s, &out, &ort)?;
+            print!("{}", study::random_archs::markdown(&r));
+            println!("wrote {}", out.join("random_archs.md").display());
+        }
+        StudyCommand::Rewards { tier, top, out, .. } => {
+            let s = study::rewards::RewardsStudy {
+                tier,
+                top: top.unwrap_or(p.study.top),
+                losses: vec![SupernetLoss::Bct, SupernetLoss::Vanilla],
+                rewards: vec![Reward::R1, Reward::R2, Reward::R3],
+            };
+            let r = study::rewards::run(&pctx, &gallery, &s, &out, &ort)?;
+            print!("{}", study::rewards::markdown(&r));
+            println!("wrote {}", out.join("rewards.md").display());
         }
     }
     Ok(())

@@ -1,0 +1,240 @@
+//! The compatibility studies on the tiny preset through the real binary: pruning grid, random architectures
+//! and the reward ablation, checked for the structure of their outputs (the tiny preset's numbers mean
+//! nothing). One gallery run serves all three.
+
+use std::path::Path;
+
+use hetvis_tests::{bare_command, run_ok};
+
+/// The tiny preset made smaller still: the studies train dozens of models, so the gallery is a ResNet-18 and
+/// every stage does the least that still exercises it. Written beside the runs and passed to every command.
+fn write_study_preset(dir: &Path) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainer/presets.json"),
+    )
+    .unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut tiny = all["tiny"].clone();
+    tiny["gallery"]["backbone"]["depth"] = 18.into();
+    tiny["gallery"]["train"]["epochs"] = 2.into();
+    tiny["train_limit"] = 384.into();
+    tiny["study"]["train_limit"] = 128.into();
+    let c = &mut tiny["cmpnas"];
+    c["supernet"]["epochs"] = 2.into();
+    c["supernet"]["transition_epochs"] = 0.into();
+    c["search"]["generations"] = 1.into();
+    c["search"]["population"] = 4.into();
+    c["search"]["select"] = 2.into();
+    c["search"]["crossover"] = 2.into();
+    c["bn_batches"] = 1.into();
+    let path = dir.join("presets.json");
+    std::fs::write(&path, serde_json::json!({ "tiny": tiny }).to_string()).unwrap();
+    s(&path)
+}
+
+fn trainer(presets: &str) -> impl Fn(&[&str]) -> String + '_ {
+    move |args| {
+        let all = [&["--device", "cpu", "--preset-file", presets], args].concat();
+        String::from_utf8_lossy(&run_ok("hetvis-train", &all).stdout).into_owned()
+    }
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn tiny_studies_prune_sample_search_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let presets = write_study_preset(dir.path());
+    let train = trainer(&presets);
+    let g = dir.path().join("gallery");
+    train(&["gallery", "--preset", "tiny", "--out", &s(&g)]);
+    let gallery = json(&g.join("model.json"));
+    let gallery_mmacs = gallery["mmacs"].as_f64().unwrap();
+
+    // Weight level: two criteria x two amounts x four training methods.
+    let p = dir.path().join("pruning");
+    let text = train(&[
+        "study",
+        "pruning",
+        "--gallery",
+        &s(&g),
+        "--amounts",
+        "0.5,0.9",
+        "--out",
+        &s(&p),
+    ]);
+    assert!(text.contains("| Prune method |"), "{text}");
+    let table = json(&p.join("pruning.json"));
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for crit in ["magnitude", "channel"] {
+        let mmacs = |amount: f64| mmacs_of(rows, crit, amount);
+        assert!(mmacs(0.9) < mmacs(0.5) && mmacs(0.5) < gallery_mmacs);
+        let spec = json(&p.join(format!("{crit}-50/spec.json")));
+        assert_eq!(spec["backbone"]["family"], "resnet");
+        assert_eq!(
+            spec["backbone"]["inner"].as_array().unwrap().len(),
+            8,
+            "ResNet-18 has 8 blocks"
+        );
+    }
+    for r in rows {
+        let modes: Vec<&str> = r["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["mode"].as_str().unwrap())
+            .collect();
+        assert_eq!(modes, ["independent", "finetune", "bct", "kd"]);
+    }
+    // Every cell shipped an ONNX model of the pruned architecture; only BCT claims the gallery's space.
+    for mode in ["independent", "finetune", "bct", "kd"] {
+        let m = json(&p.join(format!("magnitude-90/{mode}/model.json")));
+        assert!(p.join(format!("magnitude-90/{mode}/model.onnx")).is_file());
+        assert_eq!(m["provenance"]["mode"], mode);
+        assert!((m["mmacs"].as_f64().unwrap() - mmacs_of(rows, "magnitude", 0.9)).abs() < 1e-9);
+        assert_eq!(
+            m["compat_id"] == gallery["compat_id"],
+            mode == "bct",
+            "{mode}"
+        );
+    }
+    // Fine-tuning a different architecture needs its weights: refused with a clear error, then accepted.
+    let spec = s(&p.join("magnitude-50/spec.json"));
+    let ft = dir.path().join("ft");
+    let out = bare_command("hetvis-train")
+        .args([
+            "--device",
+            "cpu",
+            "--preset-file",
+            &presets,
+            "query",
+            "--gallery",
+            &s(&g),
+            "--arch",
+            &spec,
+            "--mode",
+            "finetune",
+        ])
+        .args(["--out", &s(&ft)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--init"));
+    let text = train(&[
+        "query",
+        "--gallery",
+        &s(&g),
+        "--arch",
+        &spec,
+        "--mode",
+        "finetune",
+        "--init",
+        &s(&p.join("magnitude-50/init.safetensors")),
+        "--out",
+        &s(&dir.path().join("ft2")),
+    ]);
+    assert!(text.contains("trained query model"), "{text}");
+
+    // Architecture level: three random architectures near the 8x budget, BCT and vanilla.
+    let r = dir.path().join("random");
+    train(&[
+        "study",
+        "random-archs",
+        "--gallery",
+        &s(&g),
+        "--n",
+        "3",
+        "--tier",
+        "8x",
+        "--out",
+        &s(&r),
+    ]);
+    let report = json(&r.join("random_archs.json"));
+    let archs = report["archs"].as_array().unwrap();
+    assert_eq!(archs.len(), 3);
+    let budget = gallery_mmacs / 8.0;
+    for a in archs {
+        let m = a["mmacs"].as_f64().unwrap();
+        assert!((m / budget - 1.0).abs() <= 0.5 + 1e-9, "{m} vs {budget}");
+        assert!(a["bct"]["heterogeneous"]["top1"].as_f64().is_some());
+        assert!(a["vanilla"]["homogeneous"]["top1"].as_f64().is_some());
+    }
+    for plot in [
+        "a_het_vs_mmacs.svg",
+        "b_vanilla_hom_vs_het.svg",
+        "c_bct_hom_vs_het.svg",
+    ] {
+        let svg = std::fs::read_to_string(r.join(plot)).unwrap();
+        assert_eq!(svg.matches("<circle").count(), 3, "{plot}");
+    }
+    assert!(std::fs::read_to_string(r.join("random_archs.md"))
+        .unwrap()
+        .contains("Kendall tau"));
+
+    // Reward ablation: BCT and vanilla super-networks x R1/R2/R3, best architecture of each retrained (4x:
+    // the ResNet-18 gallery is too small for the SPOS space at 8x).
+    let w = dir.path().join("rewards");
+    train(&[
+        "study",
+        "rewards",
+        "--gallery",
+        &s(&g),
+        "--tier",
+        "4x",
+        "--top",
+        "1",
+        "--out",
+        &s(&w),
+    ]);
+    let rewards = json(&w.join("rewards.json"));
+    let cells = rewards["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6);
+    for c in cells {
+        assert_eq!(c["archs"].as_array().unwrap().len(), 1);
+        let search = w.join(format!(
+            "search-{}-{}",
+            c["loss"].as_str().unwrap(),
+            c["reward"].as_str().unwrap()
+        ));
+        assert!(search.join("best.json").is_file());
+    }
+    assert!(json(&w.join("supernet-vanilla/supernet.json"))["loss"] == "vanilla");
+    assert!(std::fs::read_to_string(w.join("rewards.md"))
+        .unwrap()
+        .contains("| vanilla | R3 |"));
+
+    // A re-run finds everything trained and only re-evaluates.
+    let start = std::time::Instant::now();
+    train(&[
+        "study",
+        "random-archs",
+        "--gallery",
+        &s(&g),
+        "--n",
+        "3",
+        "--tier",
+        "8x",
+        "--out",
+        &s(&r),
+    ]);
+    assert_eq!(json(&r.join("random_archs.json"))["archs"], report["archs"]);
+    eprintln!("re-run took {:?}", start.elapsed());
+}
+
+fn mmacs_of(rows: &[serde_json::Value], crit: &str, amount: f64) -> f64 {
+    rows.iter()
+        .find(|r| r["criterion"] == crit && r["amount"].as_f64() == Some(amount))
+        .unwrap()["mmacs"]
+        .as_f64()
+        .unwrap()
+}
