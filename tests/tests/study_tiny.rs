@@ -147,7 +147,7 @@ fn tiny_studies_prune_sample_search_and_report() {
 
     // Architecture level: three random architectures near the 8x budget, BCT and vanilla.
     let r = dir.path().join("random");
-    train(&[
+    let random_archs = [
         "study",
         "random-archs",
         "--gallery",
@@ -158,7 +158,8 @@ fn tiny_studies_prune_sample_search_and_report() {
         "8x",
         "--out",
         &s(&r),
-    ]);
+    ];
+    train(&random_archs);
     let report = json(&r.join("random_archs.json"));
     let archs = report["archs"].as_array().unwrap();
     assert_eq!(archs.len(), 3);
@@ -215,18 +216,7 @@ fn tiny_studies_prune_sample_search_and_report() {
 
     // A re-run finds everything trained and only re-evaluates.
     let start = std::time::Instant::now();
-    train(&[
-        "study",
-        "random-archs",
-        "--gallery",
-        &s(&g),
-        "--n",
-        "3",
-        "--tier",
-        "8x",
-        "--out",
-        &s(&r),
-    ]);
+    train(&random_archs);
     assert_eq!(json(&r.join("random_archs.json"))["archs"], report["archs"]);
     eprintln!("re-run took {:?}", start.elapsed());
 }

@@ -16,9 +16,13 @@ pub mod rewards;
 
 use std::path::{Path, PathBuf};
 
+use hetvis_models::manifest::ModelManifest;
+use hetvis_models::runtime::SessionConfig;
+
 use crate::cmpnas::RewardMetric;
 use crate::data::Split3;
 use crate::eval::{EvalError, Metrics, QueryResult, Report};
+use crate::pipeline::Context;
 use crate::train::TrainError;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,31 @@ pub fn metric_of(m: &Metrics, metric: RewardMetric) -> f64 {
         RewardMetric::MapAtR => m.map_at_r,
         RewardMetric::TarAtFar1e3 => m.tar_at_far_1e_3,
     }
+}
+
+/// The finished gallery run a study compares against.
+pub fn gallery_manifest(gallery: &Path) -> Result<ModelManifest, StudyError> {
+    ModelManifest::load(&gallery.join("model.json"))
+        .map_err(|e| StudyError::Invalid(format!("{}: {e}", gallery.display())))
+}
+
+/// Evaluates a study's runs against the gallery on the preset's study test subset, into `out/eval`.
+pub fn evaluate(
+    ctx: &Context,
+    gallery: &Path,
+    runs: &[PathBuf],
+    out: &Path,
+    ort: &SessionConfig,
+) -> Result<Report, StudyError> {
+    let test = test_subset(&ctx.data.test, ctx.preset.study.test_limit);
+    Ok(crate::eval::run(
+        gallery,
+        runs,
+        ctx.data_label,
+        &test,
+        &out.join("eval"),
+        ort,
+    )?)
 }
 
 /// The evaluated query model of a report by run name.

@@ -10,13 +10,12 @@
 use std::path::{Path, PathBuf};
 
 use hetvis_models::flops;
-use hetvis_models::manifest::ModelManifest;
 use hetvis_models::prune::{prune_resnet, PruneCriterion};
 use hetvis_models::runtime::SessionConfig;
 use hetvis_models::weights::Weights;
 use serde::{Deserialize, Serialize};
 
-use super::{pct, result, test_subset, to_json, write, StudyError};
+use super::{evaluate, gallery_manifest, pct, result, to_json, write, StudyError};
 use crate::eval::Metrics;
 use crate::pipeline::Context;
 use crate::train::{self, QueryMode};
@@ -68,8 +67,7 @@ pub fn run(
     out: &Path,
     ort: &SessionConfig,
 ) -> Result<PruningTable, StudyError> {
-    let manifest = ModelManifest::load(&gallery.join("model.json"))
-        .map_err(|e| StudyError::Invalid(format!("{}: {e}", gallery.display())))?;
+    let manifest = gallery_manifest(gallery)?;
     let weights = Weights::load(&gallery.join("weights.safetensors"))?;
     let mut runs: Vec<PathBuf> = Vec::new();
     let mut pruned_rows = Vec::new();
@@ -105,15 +103,7 @@ pub fn run(
             pruned_rows.push((criterion, amount, pruned.spec, cost));
         }
     }
-    let test = test_subset(&ctx.data.test, ctx.preset.study.test_limit);
-    let report = crate::eval::run(
-        gallery,
-        &runs,
-        ctx.data_label,
-        &test,
-        &out.join("eval"),
-        ort,
-    )?;
+    let report = evaluate(ctx, gallery, &runs, out, ort)?;
     let mut rows = Vec::new();
     for (criterion, amount, _spec, cost) in pruned_rows {
         let mut cells = Vec::new();

@@ -18,7 +18,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::{kendall_tau, label, metric_of, pct, result, test_subset, to_json, write, StudyError};
+use super::{
+    evaluate, gallery_manifest, kendall_tau, label, metric_of, pct, result, to_json, write,
+    StudyError,
+};
 use crate::cmpnas::{RewardMetric, SupernetLoss};
 use crate::eval::Metrics;
 use crate::pipeline::{Context, Tier};
@@ -111,8 +114,7 @@ pub fn run(
     out: &Path,
     ort: &SessionConfig,
 ) -> Result<RandomArchsReport, StudyError> {
-    let manifest = hetvis_models::manifest::ModelManifest::load(&gallery.join("model.json"))
-        .map_err(|e| StudyError::Invalid(format!("{}: {e}", gallery.display())))?;
+    let manifest = gallery_manifest(gallery)?;
     let budget = study.tier.budget(manifest.mmacs);
     let space = ctx.supernet_run(gallery, budget, SupernetLoss::Bct).space;
     let window = ctx.preset.study.budget_window;
@@ -143,15 +145,7 @@ pub fn run(
             runs.push(dir);
         }
     }
-    let test = test_subset(&ctx.data.test, ctx.preset.study.test_limit);
-    let report = crate::eval::run(
-        gallery,
-        &runs,
-        ctx.data_label,
-        &test,
-        &out.join("eval"),
-        ort,
-    )?;
+    let report = evaluate(ctx, gallery, &runs, out, ort)?;
     let mut results = Vec::new();
     for (i, (arch, mmacs)) in archs.iter().enumerate() {
         let trained = |mode: QueryMode| -> Result<Trained, StudyError> {

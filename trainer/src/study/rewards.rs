@@ -13,7 +13,9 @@ use hetvis_models::arch::{Backbone, SposSpec};
 use hetvis_models::runtime::SessionConfig;
 use serde::{Deserialize, Serialize};
 
-use super::{label, metric_of, pct, result, test_subset, to_json, write, StudyError};
+use super::{
+    evaluate, gallery_manifest, label, metric_of, pct, result, to_json, write, StudyError,
+};
 use crate::cmpnas::{best_n, Reward, RewardMetric, SupernetLoss};
 use crate::eval::Metrics;
 use crate::pipeline::{Context, Tier};
@@ -75,8 +77,7 @@ pub fn run(
     out: &Path,
     ort: &SessionConfig,
 ) -> Result<RewardsReport, StudyError> {
-    let manifest = hetvis_models::manifest::ModelManifest::load(&gallery.join("model.json"))
-        .map_err(|e| StudyError::Invalid(format!("{}: {e}", gallery.display())))?;
+    let manifest = gallery_manifest(gallery)?;
     let budget = study.tier.budget(manifest.mmacs);
     let mut grid = Vec::new();
     let mut runs: Vec<PathBuf> = Vec::new();
@@ -109,15 +110,7 @@ pub fn run(
             grid.push((loss, reward, names));
         }
     }
-    let test = test_subset(&ctx.data.test, ctx.preset.study.test_limit);
-    let report = crate::eval::run(
-        gallery,
-        &runs,
-        ctx.data_label,
-        &test,
-        &out.join("eval"),
-        ort,
-    )?;
+    let report = evaluate(ctx, gallery, &runs, out, ort)?;
     let mut cells = Vec::new();
     for (loss, reward, archs) in grid {
         let evaluated = archs
