@@ -108,6 +108,17 @@ fn tiny_studies_prune_sample_search_and_report() {
             "{mode}"
         );
     }
+    // From-scratch cells depend only on the architecture, which both criteria share: trained once.
+    assert!(!p.join("channel-90/bct").exists());
+    assert!(p.join("channel-90/finetune/model.onnx").is_file());
+    let cell = |crit: &str, mode: usize| {
+        rows.iter()
+            .find(|r| r["criterion"] == crit && r["amount"].as_f64() == Some(0.9))
+            .unwrap()["cells"][mode]
+            .clone()
+    };
+    assert_eq!(cell("magnitude", 2), cell("channel", 2));
+
     // Fine-tuning a different architecture needs its weights: refused with a clear error, then accepted.
     let spec = s(&p.join("magnitude-50/spec.json"));
     let ft = dir.path().join("ft");

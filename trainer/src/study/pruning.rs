@@ -4,9 +4,12 @@
 //! from the pruned gallery weights (`finetune`), with BCT (`bct`, from scratch) and with knowledge distillation
 //! of the gallery's logits (`kd`, from scratch). The table holds the heterogeneous accuracy of every cell.
 //!
-//! Layout of `OUT`: `{criterion}-{pct}/spec.json` + `init.safetensors` (the pruned network), one run directory
-//! per mode beside them, `eval/` (the evaluation report), `pruning.json` and `pruning.md`.
+//! Layout of `OUT`: `{criterion}-{pct}/spec.json` + `init.safetensors` (the pruned network) and its `finetune`
+//! run; the from-scratch modes (`independent`, `bct`, `kd`) see only the architecture, which every criterion
+//! shares at a given amount (the same filter counts per layer), so they are trained once, in the first
+//! criterion's directory, and their cells repeat across criteria. Then `eval/`, `pruning.json`, `pruning.md`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use hetvis_models::flops;
@@ -71,6 +74,9 @@ pub fn run(
     let weights = Weights::load(&gallery.join("weights.safetensors"))?;
     let mut runs: Vec<PathBuf> = Vec::new();
     let mut pruned_rows = Vec::new();
+    // Modes that start from scratch see only the pruned architecture, and every criterion keeps the same
+    // number of filters per layer: such a cell is trained once per architecture and shared by the criteria.
+    let mut first_dir_of_arch: HashMap<String, String> = HashMap::new();
     for &criterion in &study.criteria {
         for &amount in &study.amounts {
             let dir = out.join(dir_name(criterion, amount));
@@ -90,28 +96,39 @@ pub fn run(
                 mmacs = cost.mmacs(),
                 "pruned gallery"
             );
+            let arch_owner = first_dir_of_arch
+                .entry(to_json(&pruned.spec))
+                .or_insert_with(|| dir_name(criterion, amount))
+                .clone();
+            let mut names = Vec::new();
             for &mode in &study.modes {
-                let run_dir = dir.join(mode.name());
-                let name = format!("{}-{}", dir_name(criterion, amount), mode.name());
-                let mut config = ctx.query_config(&name, pruned.spec.clone(), mode, gallery);
-                if mode == QueryMode::Finetune {
-                    config.init = Some(init.clone());
+                let inherits = mode == QueryMode::Finetune;
+                let cell_owner = if inherits {
+                    dir_name(criterion, amount)
+                } else {
+                    arch_owner.clone()
+                };
+                let run_dir = out.join(&cell_owner).join(mode.name());
+                let name = format!("{cell_owner}-{}", mode.name());
+                if !runs.contains(&run_dir) {
+                    let mut config = ctx.query_config(&name, pruned.spec.clone(), mode, gallery);
+                    if inherits {
+                        config.init = Some(init.clone());
+                    }
+                    train::run(&run_dir, &config, ctx.data, ctx.device)?;
+                    runs.push(run_dir);
                 }
-                train::run(&run_dir, &config, ctx.data, ctx.device)?;
-                runs.push(run_dir);
+                names.push(name);
             }
-            pruned_rows.push((criterion, amount, pruned.spec, cost));
+            pruned_rows.push((criterion, amount, names, cost));
         }
     }
     let report = evaluate(ctx, gallery, &runs, out, ort)?;
     let mut rows = Vec::new();
-    for (criterion, amount, _spec, cost) in pruned_rows {
+    for (criterion, amount, names, cost) in pruned_rows {
         let mut cells = Vec::new();
-        for &mode in &study.modes {
-            let q = result(
-                &report,
-                &format!("{}-{}", dir_name(criterion, amount), mode.name()),
-            )?;
+        for (&mode, name) in study.modes.iter().zip(&names) {
+            let q = result(&report, name)?;
             cells.push(Cell {
                 mode: mode.name().to_owned(),
                 homogeneous: q.homogeneous.clone(),
