@@ -141,6 +141,7 @@ fn tiny_studies_prune_sample_search_and_report() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--init"));
+    assert!(!ft.exists(), "a refused run leaves nothing behind");
     let text = train(&[
         "query",
         "--gallery",
@@ -152,7 +153,7 @@ fn tiny_studies_prune_sample_search_and_report() {
         "--init",
         &s(&p.join("magnitude-50/init.safetensors")),
         "--out",
-        &s(&dir.path().join("ft2")),
+        &s(&ft),
     ]);
     assert!(text.contains("trained query model"), "{text}");
 

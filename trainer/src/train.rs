@@ -227,6 +227,26 @@ pub fn run(
     data: &Dataset,
     device: Device,
 ) -> Result<Outcome, TrainError> {
+    if let Objective::Query {
+        mode: QueryMode::Finetune,
+        gallery,
+    } = &config.objective
+    {
+        // Checked before anything is written, so the corrected command can reuse the directory.
+        let m =
+            ModelManifest::load(&gallery.join("model.json")).map_err(|e| TrainError::Gallery {
+                dir: gallery.clone(),
+                message: e.to_string(),
+            })?;
+        if config.init.is_none() && m.spec != config.spec {
+            return Err(TrainError::Gallery {
+                dir: gallery.clone(),
+                message: "finetune starts from the gallery's weights, which need the gallery's \
+                          architecture; pass --init with weights for this one (e.g. a pruned gallery)"
+                    .into(),
+            });
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
     let run_json = dir.join("run.json");
     if run_json.exists() {
@@ -283,17 +303,10 @@ pub fn run(
         Objective::Query { mode, .. } => Some(*mode),
         Objective::Gallery => None,
     };
+    // `finetune` without `init` starts from the gallery's own weights (the architecture was checked above).
     let init = match (&config.init, &gallery) {
         (Some(path), _) => Some(path.clone()),
         (None, Some(g)) if mode == Some(QueryMode::Finetune) => {
-            if g.manifest.spec != config.spec {
-                return Err(TrainError::Gallery {
-                    dir: dir.to_owned(),
-                    message: "finetune starts from the gallery's weights, which need the gallery's \
-                              architecture; pass --init with weights for this one (e.g. a pruned gallery)"
-                        .into(),
-                });
-            }
             Some(g.dir.join("weights.safetensors"))
         }
         (None, _) => None,
