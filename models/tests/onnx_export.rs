@@ -231,10 +231,7 @@ fn manifest(spec: &ModelSpec, role: Role) -> ModelManifest {
 
 fn small_specs() -> Vec<ModelSpec> {
     let mut spos = SposSpec {
-        space: SposSpace {
-            multiplier: 0.25,
-            stem: Stem::Small,
-        },
+        space: SposSpace::new(0.25, Stem::Small),
         blocks: vec![0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 2, 3, 0, 1, 2, 3, 3, 2, 1, 0],
         widths: (0..20).map(|i| (i % 10) as u8).collect(),
     };

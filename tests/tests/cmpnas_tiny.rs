@@ -25,6 +25,9 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     let text = train(&["pipeline", "--preset", "tiny", "--out", &s(&out)]);
     assert!(text.contains("| cmpnas-8x | bct |"), "{text}");
+    // Interim reports after every model reuse earlier evaluations: the gallery and the five query models
+    // (two baselines in two modes, the winner) are each evaluated once, not once per report.
+    assert!(text.contains("(6 model evaluations in this run"), "{text}");
 
     let tier = out.join("tier-8x");
     let gallery_mmacs = json(&out.join("gallery/model.json"))["mmacs"]

@@ -381,10 +381,7 @@ pub fn multiplier_for(
 ) -> f64 {
     let ladder = [1.0, 0.75, 0.5, 0.35, 0.25];
     let cost = |m: f64| {
-        let arch = SposSpec::reference_in(SposSpace {
-            multiplier: m,
-            stem,
-        });
+        let arch = SposSpec::reference_in(SposSpace::new(m, stem));
         let spec = hetvis_models::arch::ModelSpec::new(Backbone::Spos(arch), input_size, dim);
         spec.lower()
             .ok()

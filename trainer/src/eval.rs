@@ -108,8 +108,64 @@ fn load(dir: &Path, config: &SessionConfig) -> Result<Embedder, EvalError> {
     Ok(Embedder::load(&dir.join("model.onnx"), config)?)
 }
 
+/// What identifies an evaluated model file: its path, length and modification time. A retrained model is a new
+/// file, so it is evaluated again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Stamp {
+    path: PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl Stamp {
+    fn of(dir: &Path) -> Result<Self, EvalError> {
+        let path = dir.join("model.onnx");
+        let meta = std::fs::metadata(&path).map_err(|e| EvalError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            path,
+        })
+    }
+}
+
+/// The gallery's test embeddings and the results of models already evaluated, so that a report after every
+/// pipeline stage evaluates only what is new. Results hold for one test split and one gallery model: a
+/// different gallery file clears them.
+#[derive(Default)]
+pub struct EvalCache {
+    gallery: Option<(Stamp, ModelManifest, Vec<f32>, Metrics)>,
+    queries: std::collections::HashMap<Stamp, QueryResult>,
+    /// Models evaluated (not served from the cache) so far; for tests and logs.
+    pub evaluated: usize,
+}
+
 /// Evaluates the gallery run and the query runs on `test`, writes `report.json` and `report.md` into `out`.
 pub fn run(
+    gallery: &Path,
+    queries: &[PathBuf],
+    dataset: &str,
+    test: &Split3,
+    out: &Path,
+    config: &SessionConfig,
+) -> Result<Report, EvalError> {
+    run_cached(
+        &mut EvalCache::default(),
+        gallery,
+        queries,
+        dataset,
+        test,
+        out,
+        config,
+    )
+}
+
+/// As [`run`], reusing and filling `cache`. The caller keeps one cache per test split.
+pub fn run_cached(
+    cache: &mut EvalCache,
     gallery: &Path,
     queries: &[PathBuf],
     dataset: &str,
@@ -122,18 +178,35 @@ pub fn run(
         leave_one_out: true,
         ..Default::default()
     };
-    let mut g = load(gallery, config)?;
-    let gm: ModelManifest = g.manifest().clone();
-    let g_emb = embed_split(&mut g, test, &gm.name)?;
+    let g_stamp = Stamp::of(gallery)?;
+    let entry = match cache.gallery.take() {
+        Some(hit) if hit.0 == g_stamp => hit,
+        _ => {
+            let mut g = load(gallery, config)?;
+            let gm: ModelManifest = g.manifest().clone();
+            let g_emb = embed_split(&mut g, test, &gm.name)?;
+            let ge = Labelled::new(&g_emb, &labels, gm.embedding_dim);
+            let metrics = (&retrieval(ge, ge, &cfg)).into();
+            cache.evaluated += 1;
+            cache.queries.clear();
+            (g_stamp, gm, g_emb, metrics)
+        }
+    };
+    let (_, gm, g_emb, paragon_metrics) = cache.gallery.insert(entry);
     let dim = gm.embedding_dim;
-    let ge = Labelled::new(&g_emb, &labels, dim);
+    let ge = Labelled::new(g_emb, &labels, dim);
     let paragon = Paragon {
         name: gm.name.clone(),
         mmacs: gm.mmacs,
-        metrics: (&retrieval(ge, ge, &cfg)).into(),
+        metrics: paragon_metrics.clone(),
     };
     let mut query_models = Vec::new();
     for dir in queries {
+        let stamp = Stamp::of(dir)?;
+        if let Some(hit) = cache.queries.get(&stamp) {
+            query_models.push(hit.clone());
+            continue;
+        }
         let mut q = load(dir, config)?;
         let qm = q.manifest().clone();
         if qm.embedding_dim != dim {
@@ -147,7 +220,7 @@ pub fn run(
         }
         let q_emb = embed_split(&mut q, test, &qm.name)?;
         let qe = Labelled::new(&q_emb, &labels, dim);
-        query_models.push(QueryResult {
+        let result = QueryResult {
             name: qm.name.clone(),
             mmacs: qm.mmacs,
             mmacs_ratio: gm.mmacs / qm.mmacs,
@@ -155,7 +228,10 @@ pub fn run(
             compatible_id: qm.compat_id == gm.compat_id,
             homogeneous: (&retrieval(qe, qe, &cfg)).into(),
             heterogeneous: (&retrieval(qe, ge, &cfg)).into(),
-        });
+        };
+        cache.evaluated += 1;
+        cache.queries.insert(stamp, result.clone());
+        query_models.push(result);
     }
     let report = Report {
         dataset: dataset.to_owned(),

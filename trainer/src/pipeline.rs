@@ -193,10 +193,10 @@ impl Context<'_> {
             _ => Stem::Imagenet,
         };
         SupernetRun {
-            space: SposSpace {
-                multiplier: cmpnas::multiplier_for(budget, p.input_size, p.embedding_dim, stem),
+            space: SposSpace::new(
+                cmpnas::multiplier_for(budget, p.input_size, p.embedding_dim, stem),
                 stem,
-            },
+            ),
             input_size: p.input_size,
             embedding_dim: p.embedding_dim,
             classes: self.data.classes,
@@ -320,15 +320,18 @@ pub fn run(
     Ok(runs)
 }
 
-/// Evaluates the pipeline's models and writes `report.json`, `report.md` and `accuracy_vs_mmacs.svg`.
+/// Evaluates the pipeline's models and writes `report.json`, `report.md` and `accuracy_vs_mmacs.svg`. `cache`
+/// carries evaluations across the interim reports, so each one only evaluates the models that are new.
 pub fn report(
+    cache: &mut crate::eval::EvalCache,
     runs: &PipelineRuns,
     data: &Dataset,
     data_label: &str,
     out: &Path,
     ort: &hetvis_models::runtime::SessionConfig,
 ) -> Result<crate::eval::Report, crate::eval::EvalError> {
-    let report = crate::eval::run(
+    let report = crate::eval::run_cached(
+        cache,
         &runs.gallery,
         &runs.queries,
         data_label,

@@ -189,10 +189,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn supernet() -> SuperNet {
-        let space = SposSpace {
-            multiplier: 0.25,
-            stem: Stem::Small,
-        };
+        let space = SposSpace::new(0.25, Stem::Small);
         let cls = ClassifierPreset {
             scale: 16.0,
             margin: 0.2,

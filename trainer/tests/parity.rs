@@ -72,10 +72,7 @@ fn specs(size: usize) -> Vec<ModelSpec> {
         ),
         ModelSpec::new(
             Backbone::Spos(SposSpec {
-                space: SposSpace {
-                    multiplier: 0.5,
-                    stem: small,
-                },
+                space: SposSpace::new(0.5, small),
                 blocks: vec![3, 2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 2, 3, 0, 3, 1, 2],
                 widths: vec![0, 9, 4, 2, 7, 1, 3, 5, 6, 8, 0, 9, 4, 2, 7, 1, 3, 5, 6, 8],
             }),

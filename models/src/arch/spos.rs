@@ -31,18 +31,26 @@ pub struct SposSpace {
     pub multiplier: f64,
     #[serde(default)]
     pub stem: Stem,
+    /// Whether the stem's 16 channels shrink with a multiplier below 1. By default they do not (beyond what
+    /// the first stage needs, see [`SposSpace::stem_channels`]): SPOS's and ShuffleNetV2+'s published sizes all
+    /// keep a 16-channel stem (ShuffleNetV2 keeps 24 at every width), and a scaled one (8 channels at 0.5, 4 at
+    /// 0.25) starves every later layer to save a few thousand MACs. Specs written before this field existed
+    /// scaled it, so a missing field reads as `true`.
+    #[serde(default = "yes")]
+    pub scaled_stem: bool,
 }
 
 fn one() -> f64 {
     1.0
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl Default for SposSpace {
     fn default() -> Self {
-        Self {
-            multiplier: 1.0,
-            stem: Stem::Imagenet,
-        }
+        Self::new(1.0, Stem::Imagenet)
     }
 }
 
@@ -68,12 +76,29 @@ impl ChoiceLayer {
 }
 
 impl SposSpace {
+    /// A space at `multiplier` with the default (unscaled) stem.
+    pub fn new(multiplier: f64, stem: Stem) -> Self {
+        Self {
+            multiplier,
+            stem,
+            scaled_stem: false,
+        }
+    }
+
     fn ch(&self, c: usize) -> usize {
         make_divisible(c as f64 * self.multiplier, 4)
     }
 
+    /// 16 x multiplier for legacy specs; otherwise 16, but at most half the first stage's channels, because the
+    /// first unit's main branch makes the stage's channels minus the stem's (the other part is the projection
+    /// branch): x0.25 (16-channel first stage) gets an 8-channel stem, as ShuffleNetV2 0.5x's 24 -> 48.
     pub fn stem_channels(&self) -> usize {
-        self.ch(STEM_CHANNELS)
+        let scaled = self.ch(STEM_CHANNELS);
+        if self.scaled_stem {
+            scaled
+        } else {
+            scaled.max(STEM_CHANNELS.min(self.ch(STAGE_CHANNELS[0]) / 2))
+        }
     }
 
     pub fn last_channels(&self) -> usize {
@@ -111,6 +136,13 @@ impl SposSpace {
             return Err(ArchError::Invalid(format!(
                 "SPOS multiplier {} outside (0, 4]",
                 self.multiplier
+            )));
+        }
+        let first = self.ch(STAGE_CHANNELS[0]);
+        if self.stem_channels() >= first {
+            return Err(ArchError::Invalid(format!(
+                "SPOS stem of {} channels leaves no room in the first stage's {first}",
+                self.stem_channels()
             )));
         }
         Ok(())
@@ -334,5 +366,33 @@ pub fn choice_unit(layer: &ChoiceLayer, block: u8, width: u8, affine: bool) -> S
         xception: block == 3,
         affine,
         proj_out: layer.cin,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stem_keeps_up_to_16_channels_below_multiplier_one_unless_a_legacy_spec_scales_it() {
+        for (m, stem) in [(0.25, 8), (0.35, 12), (0.5, 16), (0.75, 16), (1.0, 16)] {
+            let space = SposSpace::new(m, Stem::Imagenet);
+            assert_eq!(space.stem_channels(), stem, "multiplier {m}");
+            // The stages still scale, and the first unit's main branch keeps channels.
+            let first = space.layers()[0].cout;
+            assert_eq!(first, make_divisible(64.0 * m, 4));
+            assert!(first > stem && space.validate().is_ok());
+        }
+        assert_eq!(SposSpace::new(2.0, Stem::Imagenet).stem_channels(), 32);
+        // A spec written before `scaled_stem` existed keeps the architecture its weights were trained with.
+        let legacy: SposSpace =
+            serde_json::from_str(r#"{"multiplier": 0.5, "stem": "imagenet"}"#).unwrap();
+        assert!(legacy.scaled_stem);
+        assert_eq!(legacy.stem_channels(), 8);
+        let now: SposSpace = serde_json::from_str(
+            &serde_json::to_string(&SposSpace::new(0.5, Stem::Imagenet)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(now.stem_channels(), 16);
     }
 }

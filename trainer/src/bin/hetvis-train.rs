@@ -445,17 +445,34 @@ fn main() -> anyhow::Result<()> {
             let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
             let report_dir = out.join("report");
             let ort = ort_config(device);
+            let mut cache = hetvis_trainer::eval::EvalCache::default();
             let runs = hetvis_trainer::pipeline::run(&pctx, &out, |so_far| {
                 // An interim report after every model; a failure here must not stop training.
-                if let Err(e) =
-                    hetvis_trainer::pipeline::report(so_far, &ds, &label, &report_dir, &ort)
-                {
+                if let Err(e) = hetvis_trainer::pipeline::report(
+                    &mut cache,
+                    so_far,
+                    &ds,
+                    &label,
+                    &report_dir,
+                    &ort,
+                ) {
                     tracing::warn!("interim report: {e}");
                 }
             })?;
-            let report = hetvis_trainer::pipeline::report(&runs, &ds, &label, &report_dir, &ort)?;
+            let report = hetvis_trainer::pipeline::report(
+                &mut cache,
+                &runs,
+                &ds,
+                &label,
+                &report_dir,
+                &ort,
+            )?;
             print!("{}", hetvis_trainer::eval::markdown(&report));
-            println!("report: {}", report_dir.join("report.md").display());
+            println!(
+                "report: {} ({} model evaluations in this run, the rest reused)",
+                report_dir.join("report.md").display(),
+                cache.evaluated
+            );
         }
         Command::Study { study } => run_study(&ctx, study)?,
         Command::StepBench {

@@ -302,10 +302,7 @@ mod tests {
 
     #[test]
     fn drawn_architectures_are_distinct_and_near_the_budget() {
-        let space = SposSpace {
-            multiplier: 0.5,
-            stem: Stem::Imagenet,
-        };
+        let space = SposSpace::new(0.5, Stem::Imagenet);
         let cost = |a: &SposSpec| {
             crate::pipeline::mmacs(&hetvis_models::arch::ModelSpec::new(
                 Backbone::Spos(a.clone()),
