@@ -89,6 +89,17 @@ pub struct CmpNasPreset {
     pub r3_weights: (f64, f64),
     /// FLOPs tiers of the pipeline, as gallery-MMACs / query-MMACs ratios.
     pub tiers: Vec<f64>,
+    /// Search spaces fixed per tier, by the tier's label (`"23x"`); other tiers get the gallery's stem and
+    /// [`multiplier_for`] the budget.
+    #[serde(default)]
+    pub spaces: std::collections::BTreeMap<String, TierSpace>,
+}
+
+/// A tier's SPOS space: stem and channel multiplier.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TierSpace {
+    pub stem: hetvis_models::arch::Stem,
+    pub multiplier: f64,
 }
 
 /// What a super-network directory holds besides its checkpoint.

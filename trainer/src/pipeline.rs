@@ -120,6 +120,22 @@ pub fn baselines_for(budget: f64, p: &Preset) -> Vec<(String, ModelSpec)> {
     ]
 }
 
+/// A tier's SPOS space: the preset's, if it fixes one for the tier, else the gallery's stem and the multiplier
+/// whose reference architecture is closest to the budget.
+pub fn space_for(p: &Preset, tier: Tier, budget: f64) -> SposSpace {
+    if let Some(t) = p.cmpnas.spaces.get(&tier.label()) {
+        return SposSpace::new(t.multiplier, t.stem);
+    }
+    let stem = match &p.gallery.backbone {
+        Backbone::Resnet(r) => r.stem,
+        _ => Stem::Imagenet,
+    };
+    SposSpace::new(
+        cmpnas::multiplier_for(budget, p.input_size, p.embedding_dim, stem),
+        stem,
+    )
+}
+
 /// Everything that stays fixed across the pipeline's stages.
 pub struct Context<'a> {
     pub preset: &'a Preset,
@@ -185,18 +201,19 @@ impl Context<'_> {
         }
     }
 
-    /// The super-network of a budget (its SPOS multiplier chosen for the budget).
-    pub fn supernet_run(&self, gallery: &Path, budget: f64, loss: SupernetLoss) -> SupernetRun {
+    /// The super-network of a tier: the preset's space for the tier if it fixes one, else the gallery's stem
+    /// and the SPOS multiplier whose reference architecture is closest to the budget.
+    pub fn supernet_run(
+        &self,
+        gallery: &Path,
+        tier: Tier,
+        budget: f64,
+        loss: SupernetLoss,
+    ) -> SupernetRun {
         let p = self.preset;
-        let stem = match &p.gallery.backbone {
-            Backbone::Resnet(r) => r.stem,
-            _ => Stem::Imagenet,
-        };
+        let space = space_for(p, tier, budget);
         SupernetRun {
-            space: SposSpace::new(
-                cmpnas::multiplier_for(budget, p.input_size, p.embedding_dim, stem),
-                stem,
-            ),
+            space,
             input_size: p.input_size,
             embedding_dim: p.embedding_dim,
             classes: self.data.classes,
@@ -210,16 +227,18 @@ impl Context<'_> {
     }
 
     /// Trains (or reuses) the super-network in `supernet_dir` and searches it into `out`.
+    #[allow(clippy::too_many_arguments)]
     pub fn search(
         &self,
         gallery: &Path,
+        tier: Tier,
         budget: f64,
         loss: SupernetLoss,
         reward: Reward,
         supernet_dir: &Path,
         out: &Path,
     ) -> Result<cmpnas::SearchSummary, TrainError> {
-        let run = self.supernet_run(gallery, budget, loss);
+        let run = self.supernet_run(gallery, tier, budget, loss);
         let sn = cmpnas::train_supernet(
             supernet_dir,
             &run,
@@ -294,13 +313,16 @@ pub fn run(
         }
         let summary = ctx.search(
             &gallery,
+            tier,
             budget,
             SupernetLoss::Bct,
             Reward::R3,
             &dir.join("supernet"),
             &dir.join("search"),
         )?;
-        let space = ctx.supernet_run(&gallery, budget, SupernetLoss::Bct).space;
+        let space = ctx
+            .supernet_run(&gallery, tier, budget, SupernetLoss::Bct)
+            .space;
         let spec = ModelSpec::new(
             Backbone::Spos(summary.best.spec(&space)),
             ctx.preset.input_size,
@@ -373,6 +395,25 @@ mod tests {
                 && "-2".parse::<Tier>().is_err()
                 && "0x".parse::<Tier>().is_err()
         );
+    }
+
+    #[test]
+    fn a_preset_can_fix_a_tiers_space_and_the_others_are_chosen_for_the_budget() {
+        let p = crate::preset::load("cpu", None).unwrap();
+        let fixed = space_for(&p, Tier::Ratio(23.0), 1.76);
+        assert_eq!((fixed.stem, fixed.multiplier), (Stem::Small, 0.2));
+        let auto = space_for(&p, Tier::Ratio(80.0), 0.51);
+        assert_eq!((auto.stem, auto.multiplier), (Stem::Imagenet, 0.25));
+        // Either way the budget lies inside the space: its narrowest child fits.
+        for (space, budget) in [(fixed, 1.76), (auto, 0.51)] {
+            let narrowest = hetvis_models::arch::SposSpec {
+                space,
+                blocks: vec![0; 20],
+                widths: vec![0; 20],
+            };
+            let m = mmacs(&p.spec(Backbone::Spos(narrowest)));
+            assert!(m < budget, "{m} MMACs over {budget}");
+        }
     }
 
     #[test]

@@ -406,7 +406,7 @@ fn main() -> anyhow::Result<()> {
             let (ds, label) = ctx.dataset(&p, &data)?;
             let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
             let budget = tier.budget(gallery_mmacs(&gallery)?);
-            let run = pctx.supernet_run(&gallery, budget, loss);
+            let run = pctx.supernet_run(&gallery, tier, budget, loss);
             hetvis_trainer::cmpnas::train_supernet(&out, &run, &ds, device, p.augment)?;
             println!(
                 "{}: super-network for {budget:.2} MMACs (SPOS multiplier {}) trained with {loss:?} loss",
@@ -428,7 +428,7 @@ fn main() -> anyhow::Result<()> {
             let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
             let budget = tier.budget(gallery_mmacs(&gallery)?);
             let sn_dir = supernet.unwrap_or_else(|| out.join("supernet"));
-            let s = pctx.search(&gallery, budget, loss, reward, &sn_dir, &out)?;
+            let s = pctx.search(&gallery, tier, budget, loss, reward, &sn_dir, &out)?;
             println!(
                 "best of {} candidates under {budget:.2} MMACs: {:.2} MMACs, reward {:.4} (hom {:.4}, het {:.4}); wrote {}",
                 s.evaluated,

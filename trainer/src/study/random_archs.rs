@@ -116,7 +116,9 @@ pub fn run(
 ) -> Result<RandomArchsReport, StudyError> {
     let manifest = gallery_manifest(gallery)?;
     let budget = study.tier.budget(manifest.mmacs);
-    let space = ctx.supernet_run(gallery, budget, SupernetLoss::Bct).space;
+    let space = ctx
+        .supernet_run(gallery, study.tier, budget, SupernetLoss::Bct)
+        .space;
     let window = ctx.preset.study.budget_window;
     let spec_of = |a: &SposSpec| ctx.preset.spec(Backbone::Spos(a.clone()));
     let archs = draw(study.n, budget, window, study.seed, &space, |a| {

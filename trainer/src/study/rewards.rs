@@ -83,10 +83,18 @@ pub fn run(
     let mut runs: Vec<PathBuf> = Vec::new();
     for &loss in &study.losses {
         let sn_dir = out.join(format!("supernet-{}", label(&loss)));
-        let space = ctx.supernet_run(gallery, budget, loss).space;
+        let space = ctx.supernet_run(gallery, study.tier, budget, loss).space;
         for &reward in &study.rewards {
             let search_dir = out.join(format!("search-{}-{}", label(&loss), label(&reward)));
-            ctx.search(gallery, budget, loss, reward, &sn_dir, &search_dir)?;
+            ctx.search(
+                gallery,
+                study.tier,
+                budget,
+                loss,
+                reward,
+                &sn_dir,
+                &search_dir,
+            )?;
             let all = read_log(&search_dir.join("search_log.jsonl"))
                 .map_err(|e| StudyError::Invalid(e.to_string()))?;
             let mut names = Vec::new();
