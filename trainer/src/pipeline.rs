@@ -402,10 +402,12 @@ mod tests {
         let p = crate::preset::load("cpu", None).unwrap();
         let fixed = space_for(&p, Tier::Ratio(23.0), 1.76);
         assert_eq!((fixed.stem, fixed.multiplier), (Stem::Small, 0.2));
-        let auto = space_for(&p, Tier::Ratio(80.0), 0.51);
-        assert_eq!((auto.stem, auto.multiplier), (Stem::Imagenet, 0.25));
+        let fixed_80 = space_for(&p, Tier::Ratio(80.0), 0.51);
+        assert_eq!((fixed_80.stem, fixed_80.multiplier), (Stem::Small, 0.1));
+        let auto = space_for(&p, Tier::Ratio(40.0), 1.0);
+        assert_eq!((auto.stem, auto.multiplier), (Stem::Imagenet, 0.35));
         // Either way the budget lies inside the space: its narrowest child fits.
-        for (space, budget) in [(fixed, 1.76), (auto, 0.51)] {
+        for (space, budget) in [(fixed, 1.76), (fixed_80, 0.51), (auto, 1.0)] {
             let narrowest = hetvis_models::arch::SposSpec {
                 space,
                 blocks: vec![0; 20],
