@@ -201,8 +201,7 @@ impl Context<'_> {
         }
     }
 
-    /// The super-network of a tier: the preset's space for the tier if it fixes one, else the gallery's stem
-    /// and the SPOS multiplier whose reference architecture is closest to the budget.
+    /// The super-network of a tier, over [`space_for`] the tier.
     pub fn supernet_run(
         &self,
         gallery: &Path,
@@ -320,9 +319,7 @@ pub fn run(
             &dir.join("supernet"),
             &dir.join("search"),
         )?;
-        let space = ctx
-            .supernet_run(&gallery, tier, budget, SupernetLoss::Bct)
-            .space;
+        let space = space_for(ctx.preset, tier, budget);
         let spec = ModelSpec::new(
             Backbone::Spos(summary.best.spec(&space)),
             ctx.preset.input_size,

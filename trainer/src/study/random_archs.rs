@@ -22,7 +22,7 @@ use super::{
     evaluate, gallery_manifest, kendall_tau, label, metric_of, pct, result, to_json, write,
     StudyError,
 };
-use crate::cmpnas::{RewardMetric, SupernetLoss};
+use crate::cmpnas::RewardMetric;
 use crate::eval::Metrics;
 use crate::pipeline::{Context, Tier};
 use crate::plot::{scatter, Series};
@@ -116,9 +116,7 @@ pub fn run(
 ) -> Result<RandomArchsReport, StudyError> {
     let manifest = gallery_manifest(gallery)?;
     let budget = study.tier.budget(manifest.mmacs);
-    let space = ctx
-        .supernet_run(gallery, study.tier, budget, SupernetLoss::Bct)
-        .space;
+    let space = crate::pipeline::space_for(ctx.preset, study.tier, budget);
     let window = ctx.preset.study.budget_window;
     let spec_of = |a: &SposSpec| ctx.preset.spec(Backbone::Spos(a.clone()));
     let archs = draw(study.n, budget, window, study.seed, &space, |a| {

@@ -83,7 +83,7 @@ pub fn run(
     let mut runs: Vec<PathBuf> = Vec::new();
     for &loss in &study.losses {
         let sn_dir = out.join(format!("supernet-{}", label(&loss)));
-        let space = ctx.supernet_run(gallery, study.tier, budget, loss).space;
+        let space = crate::pipeline::space_for(ctx.preset, study.tier, budget);
         for &reward in &study.rewards {
             let search_dir = out.join(format!("search-{}-{}", label(&loss), label(&reward)));
             ctx.search(
