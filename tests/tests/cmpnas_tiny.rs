@@ -1,6 +1,6 @@
 //! CMP-NAS end to end on the tiny preset through the real binary: super-network -> search -> retrain the winner
-//! -> export -> evaluation with baselines, then a second search reusing the super-network, then a re-run that
-//! finds every stage finished.
+//! -> export -> evaluation with baselines (the jobs side by side in child processes), then a second search
+//! reusing the super-network, then a sequential re-run that finds every stage finished.
 
 use std::path::Path;
 
@@ -23,7 +23,16 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("runs");
     let s = |p: &Path| p.to_str().unwrap().to_owned();
-    let text = train(&["pipeline", "--preset", "tiny", "--out", &s(&out)]);
+    // Two workers: after the gallery, the jobs run side by side in child processes.
+    let text = train(&[
+        "pipeline",
+        "--preset",
+        "tiny",
+        "--out",
+        &s(&out),
+        "--workers",
+        "2",
+    ]);
     assert!(text.contains("| cmpnas-8x | bct |"), "{text}");
     // Interim reports after every model reuse earlier evaluations: the gallery and the five query models
     // (two baselines in two modes, the winner) are each evaluated once, not once per report.
@@ -75,6 +84,9 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     );
     assert!(winner["mmacs"].as_f64().unwrap() <= budget + 1e-9);
     assert!(tier.join("cmpnas-bct/model.onnx").is_file());
+    // Each child process logged to its job's directory.
+    let job_log = std::fs::read_to_string(tier.join("cmpnas-bct/job.log")).unwrap();
+    assert!(job_log.contains("search"), "{job_log}");
 
     // The report covers the winner and both baselines in both modes, with the plot.
     let report = json(&out.join("report/report.json"));
@@ -117,9 +129,18 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     assert!(text.contains("best of"), "{text}");
     assert_eq!(json(&r2.join("summary.json"))["reward"], "r2");
 
-    // Re-running the pipeline finds every stage finished.
+    // Re-running the pipeline, one job after the other in this process, finds every stage finished.
     let start = std::time::Instant::now();
-    train(&["pipeline", "--preset", "tiny", "--out", &s(&out)]);
+    let text = train(&[
+        "pipeline",
+        "--preset",
+        "tiny",
+        "--out",
+        &s(&out),
+        "--workers",
+        "1",
+    ]);
+    assert!(text.contains("(6 model evaluations in this run"), "{text}");
     let log_again = std::fs::read_to_string(tier.join("search/search_log.jsonl")).unwrap();
     assert_eq!(log_again, log, "a finished search was extended");
     eprintln!("re-run took {:?}", start.elapsed());

@@ -450,11 +450,9 @@ pub fn search_dir(
             .and_then(|n| hetvis_models::flops::count(&n).ok())
             .map_or(f64::INFINITY, |c| c.mmacs())
     };
-    let bar = indicatif::ProgressBar::new(config.generations as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>12} [{bar:25}] gen {pos}/{len} {msg} (eta {eta})",
-        )
-        .expect("valid template"),
+    let bar = crate::progress::bar(
+        config.generations as u64,
+        "{prefix:>12} [{bar:25}] gen {pos}/{len} {msg} (eta {eta})",
     );
     bar.set_prefix("search");
     let mut per_generation = Vec::new();

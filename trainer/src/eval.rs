@@ -9,7 +9,6 @@ use hetvis_models::manifest::ModelManifest;
 use hetvis_models::metrics::{evaluate as retrieval, Labelled, MetricsConfig, RetrievalMetrics};
 use hetvis_models::onnx::export::write_atomic;
 use hetvis_models::runtime::SessionConfig;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split3;
@@ -89,10 +88,7 @@ pub fn embed_split(
     label: &str,
 ) -> Result<Vec<f32>, EvalError> {
     let n = split.len();
-    let bar = ProgressBar::new(n as u64).with_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:25}] {pos}/{len} {per_sec}")
-            .expect("valid template"),
-    );
+    let bar = crate::progress::bar(n as u64, "{prefix:>12} [{bar:25}] {pos}/{len} {per_sec}");
     bar.set_prefix(format!("embed {label}"));
     let mut out = Vec::with_capacity(n * model.dim());
     for start in (0..n).step_by(256) {

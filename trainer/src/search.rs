@@ -259,8 +259,10 @@ pub fn run(
             .filter(|c| c.generation == generation)
             .map(|c| c.rewards.reward)
             .collect();
+        // Best so far as of this generation: on a resume `all` already holds later generations.
         let best = all
             .iter()
+            .filter(|c| c.generation <= generation)
             .map(|c| c.rewards.reward)
             .fold(f64::NEG_INFINITY, f64::max);
         let mean = this.iter().sum::<f64>() / this.len().max(1) as f64;
@@ -389,6 +391,7 @@ mod tests {
         assert!(bests[3] > bests[0], "{bests:?}");
         // Resuming from the log evaluates nothing new for finished generations.
         let mut evaluated = 0;
+        let mut resumed_bests = Vec::new();
         let again = run(
             &space(),
             &config,
@@ -399,10 +402,12 @@ mod tests {
                 evaluated += 1;
                 reward(a)
             },
-            |_, _, _| {},
+            |_, best, _| resumed_bests.push(best),
         )
         .unwrap();
         assert_eq!(evaluated, 0);
+        // ... and reports the same progress per generation, not the final best for every one.
+        assert_eq!(resumed_bests, bests);
         assert_eq!(again.len(), all.len());
     }
 

@@ -12,7 +12,6 @@ use hetvis_models::arch::ModelSpec;
 use hetvis_models::manifest::{new_compat_id, ModelManifest, Provenance, Role};
 use hetvis_models::onnx::export::{export_to_files, write_atomic};
 use hetvis_models::weights::Weights;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -471,10 +470,9 @@ pub fn fit(
     }
     .build(vs, sched.lr)?;
     let log_path = dir.join("train_log.jsonl");
-    let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:25}] {pos}/{len} {msg} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        total as u64,
+        "{prefix:>12} [{bar:25}] {pos}/{len} {msg} (eta {eta})",
     );
     bar.set_prefix(cfg.name.to_owned());
     bar.set_position(state.steps_done as u64);

@@ -13,7 +13,7 @@ use hetvis_models::runtime::{self, Device as OrtDevice, SessionConfig};
 use hetvis_trainer::cmpnas::{Reward, RewardMetric, SupernetLoss};
 use hetvis_trainer::data::{Dataset, Source};
 use hetvis_trainer::device::DeviceChoice;
-use hetvis_trainer::pipeline::{Context as PipelineCtx, Tier};
+use hetvis_trainer::pipeline::{self, Context as PipelineCtx, Tier};
 use hetvis_trainer::preset::{self, DataSpec, Preset};
 use hetvis_trainer::study;
 use hetvis_trainer::train::{self, QueryMode};
@@ -135,6 +135,13 @@ enum Command {
         data: DataArgs,
         #[arg(long)]
         out: PathBuf,
+        /// Query-model jobs that train side by side after the gallery, each a child process with its share of
+        /// the cores (0 = one per core up to 4 on CPU, 1 on CUDA; 1 = one after the other in this process).
+        #[arg(long, env = "HETVIS_WORKERS", default_value_t = 0)]
+        workers: usize,
+        /// Run only this job of the plan (how the pipeline starts its child processes).
+        #[arg(long, hide = true)]
+        job: Option<usize>,
     },
     /// The paper's compatibility studies, sized by the preset's `study` section; re-running skips finished
     /// models.
@@ -439,26 +446,55 @@ fn main() -> anyhow::Result<()> {
                 out.join("best.json").display()
             );
         }
-        Command::Pipeline { preset, data, out } => {
+        Command::Pipeline {
+            preset,
+            data,
+            out,
+            workers,
+            job,
+        } => {
             let p = ctx.preset(&preset)?;
             let (ds, label) = ctx.dataset(&p, &data)?;
             let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
+            if let Some(i) = job {
+                let (gallery, gallery_mmacs) = pipeline::gallery(&pctx, &out)?;
+                let jobs = pipeline::plan(&p, gallery_mmacs);
+                let job = jobs
+                    .get(i)
+                    .with_context(|| format!("job {i} of a plan of {}", jobs.len()))?;
+                let dir = pipeline::run_job(&pctx, &out, &gallery, gallery_mmacs, job)?;
+                println!("{}: {} finished", dir.display(), job.label());
+                return Ok(());
+            }
             let report_dir = out.join("report");
             let ort = ort_config(device);
             let mut cache = hetvis_trainer::eval::EvalCache::default();
-            let runs = hetvis_trainer::pipeline::run(&pctx, &out, |so_far| {
-                // An interim report after every model; a failure here must not stop training.
-                if let Err(e) = hetvis_trainer::pipeline::report(
-                    &mut cache,
-                    so_far,
-                    &ds,
-                    &label,
-                    &report_dir,
-                    &ort,
-                ) {
+            // An interim report after every model; a failure here must not stop training.
+            let mut interim = |so_far: &pipeline::PipelineRuns| {
+                if let Err(e) = pipeline::report(&mut cache, so_far, &ds, &label, &report_dir, &ort)
+                {
                     tracing::warn!("interim report: {e}");
                 }
-            })?;
+            };
+            let workers = hetvis_trainer::jobs::Workers::new(workers, device.is_cuda());
+            let started = std::time::Instant::now();
+            let runs = if workers.count > 1 {
+                let exe = std::env::current_exe().context("locating hetvis-train")?;
+                let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+                let child = |i: usize| {
+                    let mut c = std::process::Command::new(&exe);
+                    c.args(&argv).arg("--job").arg(i.to_string());
+                    c
+                };
+                pipeline::run_parallel(&pctx, &out, workers, child, &mut interim)?
+            } else {
+                pipeline::run(&pctx, &out, &mut interim)?
+            };
+            tracing::info!(
+                seconds = started.elapsed().as_secs(),
+                workers = workers.count,
+                "pipeline trained everything"
+            );
             let report = hetvis_trainer::pipeline::report(
                 &mut cache,
                 &runs,
