@@ -93,6 +93,19 @@ pub struct CmpNasPreset {
     /// [`multiplier_for`] the budget.
     #[serde(default)]
     pub spaces: std::collections::BTreeMap<String, TierSpace>,
+    /// How the winner is picked from the search's best candidates.
+    #[serde(default)]
+    pub rescore: Rescore,
+}
+
+/// The best of a search's many noisy scores is biased upward (the winner's curse): among candidates whose
+/// true rewards are close, the one with the luckiest validation subset and BN batches wins. So the `top`
+/// best are scored again on the whole validation split with `bn_batches` BN batches, and the best of those
+/// is the winner. `top` 0 or 1 keeps the search's best.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rescore {
+    pub top: usize,
+    pub bn_batches: usize,
 }
 
 /// A tier's SPOS space: stem and channel multiplier.
@@ -325,6 +338,7 @@ pub struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
+    /// The search's evaluator: the preset's validation subset and BN batches.
     pub fn new(
         data: &'a Dataset,
         gallery: &GalleryRun,
@@ -332,10 +346,43 @@ impl<'a> Evaluator<'a> {
         reward: Reward,
         bn_batch: usize,
     ) -> Self {
-        let limit = if preset.val_limit == 0 {
+        Self::sized(
+            data,
+            gallery,
+            preset,
+            reward,
+            bn_batch,
+            preset.val_limit,
+            preset.bn_batches,
+        )
+    }
+
+    /// The evaluator that re-scores the search's best ([`Rescore`]): the whole validation split.
+    pub fn rescorer(
+        data: &'a Dataset,
+        gallery: &GalleryRun,
+        preset: &CmpNasPreset,
+        reward: Reward,
+        bn_batch: usize,
+    ) -> Self {
+        let bn_batches = preset.rescore.bn_batches.max(preset.bn_batches);
+        Self::sized(data, gallery, preset, reward, bn_batch, 0, bn_batches)
+    }
+
+    /// `val_limit` validation images (0 = all) and `bn_batches` BN batches.
+    pub fn sized(
+        data: &'a Dataset,
+        gallery: &GalleryRun,
+        preset: &CmpNasPreset,
+        reward: Reward,
+        bn_batch: usize,
+        val_limit: usize,
+        bn_batches: usize,
+    ) -> Self {
+        let limit = if val_limit == 0 {
             data.val.len()
         } else {
-            preset.val_limit.min(data.val.len())
+            val_limit.min(data.val.len())
         };
         let labels = data.val.labels()[..limit].to_vec();
         Self {
@@ -343,7 +390,7 @@ impl<'a> Evaluator<'a> {
             gallery_val: to_vec(&embed(&gallery.net, &data.val, limit)),
             labels,
             limit,
-            bn_batches: preset.bn_batches,
+            bn_batches,
             bn_batch,
             metric: preset.reward_metric,
             reward,
@@ -416,9 +463,14 @@ pub struct SearchSummary {
     pub reward: Reward,
     pub metric: RewardMetric,
     pub evaluated: usize,
+    /// The winner: the best finalist when the search re-scored its best, else the best candidate logged.
     pub best: Candidate,
     /// Best-so-far and mean reward per generation.
     pub per_generation: Vec<(usize, f64, f64)>,
+    /// The search's best candidates with their rewards re-scored on the whole validation split, best first
+    /// ([`Rescore`]); empty when the search did not re-score.
+    #[serde(default)]
+    pub finalists: Vec<Candidate>,
 }
 
 /// The best `n` candidates, best first.
@@ -429,11 +481,28 @@ pub fn best_n(all: &[Candidate], n: usize) -> Vec<Candidate> {
     v
 }
 
+/// Re-scores the `top` best of `all` with `score`; returns them best first by the new reward.
+pub fn rescore(
+    all: &[Candidate],
+    top: usize,
+    mut score: impl FnMut(&Candidate) -> Result<Rewards, String>,
+) -> Result<Vec<Candidate>, String> {
+    let mut finalists = best_n(all, top);
+    for c in &mut finalists {
+        c.rewards = score(c)?;
+    }
+    finalists.sort_by(|a, b| b.rewards.reward.total_cmp(&a.rewards.reward));
+    Ok(finalists)
+}
+
+/// Runs (or resumes) a search into `out`. With `rescore` (an evaluator and a count), the winner is the best of
+/// that many of the search's best, re-scored ([`Rescore`]).
 #[allow(clippy::too_many_arguments)]
 pub fn search_dir(
     out: &Path,
     sn: &SuperNet,
     evaluator: &Evaluator,
+    rescorer: Option<(&Evaluator, usize)>,
     config: &SearchConfig,
     max_mmacs: f64,
     reward: Reward,
@@ -475,12 +544,35 @@ pub fn search_dir(
         message: e.to_string(),
     })?;
     bar.finish_and_clear();
-    let best = search::best(&all)
+    let no_candidate = || TrainError::File {
+        path: out.to_owned(),
+        message: "no candidate evaluated".into(),
+    };
+    let finalists = match rescorer {
+        Some((rescorer, top)) if top > 1 => {
+            let score = |c: &Candidate| rescorer.evaluate(sn, &c.spec(&sn.space));
+            let f = rescore(&all, top, score).map_err(|message| TrainError::File {
+                path: out.to_owned(),
+                message,
+            })?;
+            for (rank, c) in f.iter().enumerate() {
+                tracing::info!(
+                    rank,
+                    generation = c.generation,
+                    mmacs = c.mmacs,
+                    reward = c.rewards.reward,
+                    "finalist re-scored on the whole validation split"
+                );
+            }
+            f
+        }
+        _ => Vec::new(),
+    };
+    let best = finalists
+        .first()
+        .or_else(|| search::best(&all))
         .cloned()
-        .ok_or_else(|| TrainError::File {
-            path: out.to_owned(),
-            message: "no candidate evaluated".into(),
-        })?;
+        .ok_or_else(no_candidate)?;
     let summary = SearchSummary {
         max_mmacs,
         reward,
@@ -488,6 +580,7 @@ pub fn search_dir(
         evaluated: all.len(),
         best: best.clone(),
         per_generation,
+        finalists,
     };
     let write = |name: &str, text: String| -> Result<(), TrainError> {
         Ok(hetvis_models::onnx::export::write_atomic(
@@ -509,4 +602,53 @@ pub fn search_dir(
         crate::plot::reward_per_generation(&summary.per_generation, &format!("{reward:?}")),
     )?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(reward: f64, layer0: u8) -> Candidate {
+        let mut blocks = vec![0; 20];
+        blocks[0] = layer0;
+        Candidate {
+            generation: 0,
+            blocks,
+            widths: vec![4; 20],
+            mmacs: 1.0,
+            rewards: Rewards {
+                homogeneous: 0.0,
+                heterogeneous: reward,
+                reward,
+            },
+        }
+    }
+
+    #[test]
+    fn rescoring_picks_among_the_best_by_the_new_reward_and_scores_no_others() {
+        // Search rewards 0.9 > 0.8 > 0.7 > 0.6; on more data the third is the best and the first the worst.
+        let all = vec![
+            candidate(0.7, 2),
+            candidate(0.9, 0),
+            candidate(0.6, 3),
+            candidate(0.8, 1),
+        ];
+        let truth = [0.5, 0.6, 0.8, 0.99];
+        let mut scored = Vec::new();
+        let finalists = rescore(&all, 3, |c| {
+            scored.push(c.blocks[0]);
+            let r = truth[c.blocks[0] as usize];
+            Ok(Rewards {
+                homogeneous: 0.0,
+                heterogeneous: r,
+                reward: r,
+            })
+        })
+        .unwrap();
+        scored.sort();
+        assert_eq!(scored, [0, 1, 2], "only the three best are re-scored");
+        let order: Vec<u8> = finalists.iter().map(|c| c.blocks[0]).collect();
+        assert_eq!(order, [2, 1, 0]);
+        assert_eq!(finalists[0].rewards.reward, 0.8);
+    }
 }

@@ -249,6 +249,8 @@ impl Context<'_> {
         let g = GalleryRun::load(gallery, self.preset.classifier, self.device)?;
         let c = &self.preset.cmpnas;
         let evaluator = Evaluator::new(self.data, &g, c, reward, run.preset.batch);
+        let rescorer = (c.rescore.top > 1)
+            .then(|| Evaluator::rescorer(self.data, &g, c, reward, run.preset.batch));
         let config = crate::search::SearchConfig {
             seed: self.seed,
             ..c.search
@@ -257,6 +259,7 @@ impl Context<'_> {
             out,
             &sn,
             &evaluator,
+            rescorer.as_ref().map(|r| (r, c.rescore.top)),
             &config,
             budget,
             reward,
@@ -522,7 +525,7 @@ mod tests {
     fn a_preset_can_fix_a_tiers_space_and_the_others_are_chosen_for_the_budget() {
         let p = crate::preset::load("cpu", None).unwrap();
         let fixed = space_for(&p, Tier::Ratio(23.0), 1.76);
-        assert_eq!((fixed.stem, fixed.multiplier), (Stem::Small, 0.2));
+        assert_eq!((fixed.stem, fixed.multiplier), (Stem::Small, 0.25));
         let fixed_80 = space_for(&p, Tier::Ratio(80.0), 0.51);
         assert_eq!((fixed_80.stem, fixed_80.multiplier), (Stem::Small, 0.1));
         let auto = space_for(&p, Tier::Ratio(40.0), 1.0);

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use hetvis_models::arch::ModelSpec;
+use hetvis_models::arch::{Backbone, ModelSpec};
 use hetvis_models::data::fashion_mnist::{FashionMnist, DEFAULT_ROOT, ROOT_ENV};
 use hetvis_models::manifest::ModelManifest;
 use hetvis_models::preprocess::Preprocessing;
@@ -126,6 +126,20 @@ enum Command {
         data: DataArgs,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Score architectures of a trained super-network the way the search does (inherited weights, BN
+    /// recalibrated, rewards on the validation split), e.g. to compare them with their retrained accuracy.
+    /// Prints one JSON line per architecture.
+    Score {
+        #[arg(long)]
+        supernet: PathBuf,
+        /// Spec JSON files (a model spec or an SPOS backbone, such as a search's best.json).
+        #[arg(long, required = true)]
+        arch: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Reward::R3)]
+        reward: Reward,
+        #[command(flatten)]
+        data: DataArgs,
     },
     /// The whole job: gallery -> super-network -> search at each tier -> retrain winners -> baselines -> report.
     Pipeline {
@@ -445,6 +459,43 @@ fn main() -> anyhow::Result<()> {
                 s.best.rewards.heterogeneous,
                 out.join("best.json").display()
             );
+        }
+        Command::Score {
+            supernet,
+            arch,
+            reward,
+            data,
+        } => {
+            let (sn, run) = hetvis_trainer::cmpnas::load_supernet(&supernet, device)?;
+            let (p, _) = gallery_preset(&ctx, &run.gallery)?;
+            let (ds, _) = ctx.dataset(&p, &data)?;
+            let g = train::GalleryRun::load(&run.gallery, p.classifier, device)?;
+            let evaluator = hetvis_trainer::cmpnas::Evaluator::new(
+                &ds,
+                &g,
+                &p.cmpnas,
+                reward,
+                run.preset.batch,
+            );
+            for path in arch {
+                let spec = query_spec(&path.to_string_lossy(), &p)?;
+                let Backbone::Spos(a) = &spec.backbone else {
+                    bail!("{}: not an SPOS architecture", path.display());
+                };
+                if a.space != run.space {
+                    bail!(
+                        "{}: another SPOS space than the super-network's",
+                        path.display()
+                    );
+                }
+                let rewards = evaluator.evaluate(&sn, a).map_err(anyhow::Error::msg)?;
+                let line = serde_json::json!({
+                    "arch": path,
+                    "mmacs": pipeline::mmacs(&spec),
+                    "rewards": rewards,
+                });
+                println!("{line}");
+            }
         }
         Command::Pipeline {
             preset,
