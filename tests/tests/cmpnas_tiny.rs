@@ -125,6 +125,28 @@ fn tiny_pipeline_searches_retrains_and_reports() {
             .contains("<circle")
     );
 
+    // `score` rates a logged candidate exactly as the search did.
+    let text = train(&[
+        "score",
+        "--supernet",
+        &s(&tier.join("supernet")),
+        "--arch",
+        &s(&tier.join("search/best.json")),
+    ]);
+    let scored: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let logged = cands
+        .iter()
+        .find(|c| arch(c) == arch(&summary["best"]))
+        .unwrap();
+    // (Up to the last bits of a convolution on another thread count, which can swap a close pair of neighbours.)
+    for k in ["homogeneous", "heterogeneous", "reward"] {
+        let (a, b) = (
+            scored["rewards"][k].as_f64().unwrap(),
+            logged["rewards"][k].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 0.02, "{k}: {a} vs {b} logged");
+    }
+
     // Another reward over the same super-network: only the search runs.
     let r2 = dir.path().join("search-r2");
     let text = train(&[
