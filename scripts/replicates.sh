@@ -3,6 +3,8 @@
 # the CMP-NAS winner; MODELS="..." for others) with other training seeds -- same architecture, data subset and
 # schedule -- then evaluates them beside the seed-0 runs and prints mean +- s.d. per model.
 # RUNS (default runs/fm) is the pipeline's output directory. Results: $RUNS/seeds/tier-TIER/report/.
+# JOBS (default: the number of cores) retrainings run side by side, one libtorch thread each, as the pipeline's
+# jobs do; each logs to $RUNS/seeds/tier-TIER/MODEL-seedS.log.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tier=$1; shift
@@ -10,17 +12,24 @@ runs="${RUNS:-runs/fm}"
 models="${MODELS:-mobilenetv2-bct cmpnas-bct}"
 bin="$root/target/release/hetvis-train"
 out="$runs/seeds/tier-$tier"; mkdir -p "$out"
+jobs="${JOBS:-$(nproc)}"
 export OMP_WAIT_POLICY=PASSIVE
+if [ "$jobs" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
 dirs=()
+work=()
 for m in $models; do
   src="$runs/tier-$tier/$m"
   python3 -c "import json,sys; json.dump(json.load(open(sys.argv[1]))['spec'], open(sys.argv[2],'w'))" \
     "$src/model.json" "$out/$m.spec.json"
   dirs+=("$src")
   for s in "$@"; do
-    "$bin" query --gallery "$runs/gallery" --arch "$out/$m.spec.json" --mode bct --seed "$s" --out "$out/$m-seed$s"
+    work+=("$m $s")
     dirs+=("$out/$m-seed$s")
   done
 done
+printf '%s\n' "${work[@]}" | xargs -P "$jobs" -L 1 sh -c \
+  '"$0" query --gallery "$1/gallery" --arch "$2/$3.spec.json" --mode bct --seed "$4" --out "$2/$3-seed$4" \
+     > "$2/$3-seed$4.log" 2>&1 || { echo "$3 seed $4 failed: see $2/$3-seed$4.log" >&2; exit 255; }' \
+  "$bin" "$runs" "$out"
 "$bin" eval --gallery "$runs/gallery" --query "${dirs[@]}" --out "$out/report" > /dev/null
 python3 "$root/scripts/replicate_stats.py" "$out/report/report.json"
