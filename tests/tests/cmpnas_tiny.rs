@@ -43,7 +43,7 @@ fn tiny_pipeline_searches_retrains_and_reports() {
         .as_f64()
         .unwrap();
     let budget = gallery_mmacs / 8.0;
-    // The search: every candidate logged, under the budget, never twice; the winner is the best logged.
+    // The search: every candidate logged, under the budget, never twice.
     let log = std::fs::read_to_string(tier.join("search/search_log.jsonl")).unwrap();
     let cands: Vec<serde_json::Value> = log
         .lines()
@@ -82,6 +82,7 @@ fn tiny_pipeline_searches_retrains_and_reports() {
         .map(|c| c["rewards"]["reward"].as_f64().unwrap())
         .collect();
     assert!(rescored.windows(2).all(|w| w[0] >= w[1]), "{rescored:?}");
+    let best_text = std::fs::read_to_string(tier.join("search/best.json")).unwrap();
     let best = json(&tier.join("search/best.json"));
     assert_eq!(best["family"], "spos");
     assert_eq!(best["blocks"], summary["best"]["blocks"]);
@@ -179,5 +180,14 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     assert!(text.contains("(6 model evaluations in this run"), "{text}");
     let log_again = std::fs::read_to_string(tier.join("search/search_log.jsonl")).unwrap();
     assert_eq!(log_again, log, "a finished search was extended");
+    // The finalists were reused, not re-scored on this process's other thread count.
+    assert_eq!(
+        std::fs::read_to_string(tier.join("search/best.json")).unwrap(),
+        best_text
+    );
+    assert_eq!(
+        json(&tier.join("search/summary.json"))["finalists"],
+        summary["finalists"]
+    );
     eprintln!("re-run took {:?}", start.elapsed());
 }

@@ -101,8 +101,9 @@ pub struct CmpNasPreset {
 /// The best of a search's many noisy scores is biased upward (the winner's curse): among candidates whose
 /// true rewards are close, the one with the luckiest validation subset and BN batches wins. So the `top`
 /// best are scored again on the whole validation split with `bn_batches` BN batches, and the best of those
-/// is the winner. `top` 0 or 1 keeps the search's best.
+/// is the winner (`bn_batches` is at least the search's). `top` 0 or 1 keeps the search's best.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Rescore {
     pub top: usize,
     pub bn_batches: usize,
@@ -185,6 +186,9 @@ pub fn train_supernet(
         hetvis_models::onnx::export::write_atomic(&path, text.as_bytes())?;
     }
     let gallery = GalleryRun::load(&run.gallery, run.classifier, device)?;
+    // Seeded like every training run, so the initial weights and batch order do not depend on what ran
+    // earlier in this process.
+    tch::manual_seed(run.seed as i64);
     let mut sn = run.build(device)?;
     let mut rng = StdRng::seed_from_u64(run.seed);
     let p = run.preset;
@@ -471,6 +475,18 @@ pub struct SearchSummary {
     /// ([`Rescore`]); empty when the search did not re-score.
     #[serde(default)]
     pub finalists: Vec<Candidate>,
+    /// How the finalists were re-scored, so a re-run can reuse them instead of scoring again (which, on
+    /// another thread count or device, could reorder a close pair and change a finished winner).
+    #[serde(default)]
+    pub rescored_with: Option<RescoreBasis>,
+}
+
+/// The finalists' count and the evaluation they were re-scored with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RescoreBasis {
+    pub top: usize,
+    pub val_images: usize,
+    pub bn_batches: usize,
 }
 
 /// The best `n` candidates, best first.
@@ -548,8 +564,27 @@ pub fn search_dir(
         path: out.to_owned(),
         message: "no candidate evaluated".into(),
     };
-    let finalists = match rescorer {
-        Some((rescorer, top)) if top > 1 => {
+    let previous: Option<SearchSummary> = std::fs::read_to_string(out.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let basis = rescorer
+        .filter(|(_, top)| *top > 1)
+        .map(|(r, top)| RescoreBasis {
+            top,
+            val_images: r.limit,
+            bn_batches: r.bn_batches,
+        });
+    let reusable = previous.filter(|p| {
+        p.evaluated == all.len() && p.rescored_with == basis && !p.finalists.is_empty()
+    });
+    let finalists = match (rescorer, reusable) {
+        (Some(_), Some(p)) => {
+            tracing::info!(
+                "the finalists of this finished search were re-scored before; reusing them"
+            );
+            p.finalists
+        }
+        (Some((rescorer, top)), None) if top > 1 => {
             let score = |c: &Candidate| rescorer.evaluate(sn, &c.spec(&sn.space));
             let f = rescore(&all, top, score).map_err(|message| TrainError::File {
                 path: out.to_owned(),
@@ -581,6 +616,7 @@ pub fn search_dir(
         best: best.clone(),
         per_generation,
         finalists,
+        rescored_with: basis,
     };
     let write = |name: &str, text: String| -> Result<(), TrainError> {
         Ok(hetvis_models::onnx::export::write_atomic(

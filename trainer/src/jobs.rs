@@ -102,11 +102,12 @@ pub struct ChildJob {
 }
 
 /// Runs the children `workers` at a time, with a bar per running child that shows its latest progress line
-/// and an overall bar; `done(i)` after child `i` succeeds.
+/// and an overall bar; `done(i)` after child `i` succeeds (with the bars suspended, so it may print). Each
+/// job's start, end and failure are logged as they happen.
 pub fn run_children(
     children: Vec<ChildJob>,
     workers: Workers,
-    done: impl FnMut(usize),
+    mut done: impl FnMut(usize),
 ) -> Result<(), JobError> {
     let multi = MultiProgress::new();
     let total = multi.add(ProgressBar::new(children.len() as u64));
@@ -125,21 +126,38 @@ pub fn run_children(
                 ProgressStyle::with_template("{msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            bar.set_message(format!("{}: starting", child.label));
-            let r = run_child(child, workers.threads_each, &bar);
+            let label = child.label.clone();
+            bar.set_message(format!("{label}: starting"));
+            let started = std::time::Instant::now();
+            multi.suspend(|| tracing::info!(job = %label, "job started"));
+            let r = run_child(child, workers.threads_each, &multi, &bar);
             bar.finish_and_clear();
             multi.remove(&bar);
-            total.inc(1);
+            let seconds = started.elapsed().as_secs();
+            multi.suspend(|| match &r {
+                Ok(()) => tracing::info!(job = %label, seconds, "job finished"),
+                Err(e) => tracing::error!(job = %label, seconds, "{e}"),
+            });
+            if r.is_ok() {
+                total.inc(1);
+            }
             r
         },
-        done,
+        |i| multi.suspend(|| done(i)),
     );
     total.finish();
     result
 }
 
-/// Runs one child to completion with `threads` libtorch threads, relaying its progress lines to `bar`.
-fn run_child(mut child: ChildJob, threads: usize, bar: &ProgressBar) -> Result<(), JobError> {
+/// Runs one child to completion with `threads` libtorch threads, relaying its progress lines to `bar` and
+/// printing its other output.
+fn run_child(
+    mut child: ChildJob,
+    threads: usize,
+    multi: &MultiProgress,
+    bar: &ProgressBar,
+) -> Result<(), JobError> {
+    use std::io::Write;
     let spawn_err = |label: &str, e: &dyn std::fmt::Display| JobError::Spawn {
         label: label.to_owned(),
         message: e.to_string(),
@@ -147,7 +165,21 @@ fn run_child(mut child: ChildJob, threads: usize, bar: &ProgressBar) -> Result<(
     if let Some(dir) = child.log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| spawn_err(&child.label, &e))?;
     }
-    let log = std::fs::File::create(&child.log).map_err(|e| spawn_err(&child.label, &e))?;
+    // Appended, so a re-run keeps the log of the run that failed or finished before it.
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&child.log)
+        .map_err(|e| spawn_err(&child.label, &e))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    writeln!(
+        log,
+        "=== job {} started (unix time {stamp}) ===",
+        child.label
+    )
+    .map_err(|e| spawn_err(&child.label, &e))?;
     let mut process = child
         .command
         .env(crate::progress::LINES_ENV, "1")
@@ -158,11 +190,17 @@ fn run_child(mut child: ChildJob, threads: usize, bar: &ProgressBar) -> Result<(
         .spawn()
         .map_err(|e| spawn_err(&child.label, &e))?;
     if let Some(out) = process.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            match crate::progress::relayed(&line) {
-                Some(text) => bar.set_message(text.to_owned()),
-                None => bar.println(format!("{}: {line}", child.label)),
+        // Read to the end whatever the bytes are: a child blocked on a full pipe would never exit.
+        let mut reader = BufReader::new(out);
+        let mut buf = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end();
+            match crate::progress::relayed(line) {
+                Some(text) => bar.set_message(format!("{}: {text}", child.label)),
+                None => multi.suspend(|| eprintln!("{}: {line}", child.label)),
             }
+            buf.clear();
         }
     }
     let status = process.wait().map_err(|e| spawn_err(&child.label, &e))?;
@@ -190,6 +228,7 @@ mod tests {
     #[test]
     fn every_job_runs_once_and_concurrently() {
         let running = AtomicUsize::new(0);
+        let started = AtomicUsize::new(0);
         let peak = AtomicUsize::new(0);
         let mut finished = Vec::new();
         run_pool(
@@ -198,8 +237,16 @@ mod tests {
             |i, j: usize| {
                 assert_eq!(i, j);
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                started.fetch_add(1, Ordering::SeqCst);
                 peak.fetch_max(now, Ordering::SeqCst);
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                // The first two jobs wait (up to 10 s) for each other, however loaded the machine is.
+                let start = std::time::Instant::now();
+                while i < 2
+                    && started.load(Ordering::SeqCst) < 2
+                    && start.elapsed() < std::time::Duration::from_secs(10)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 running.fetch_sub(1, Ordering::SeqCst);
                 Ok::<(), ()>(())
             },
@@ -254,7 +301,39 @@ mod tests {
             matches!(&err, JobError::Failed { log: l, .. } if *l == log),
             "{err}"
         );
-        assert_eq!(std::fs::read_to_string(&log).unwrap(), "oops\n");
+        assert!(std::fs::read_to_string(&log).unwrap().ends_with("oops\n"));
+    }
+
+    #[test]
+    fn children_run_side_by_side_and_append_to_their_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let child = |k: usize| {
+            let mut command = Command::new("sh");
+            command.args(["-c", &format!("echo job {k} >&2; echo plain output")]);
+            ChildJob {
+                label: format!("job{k}"),
+                command,
+                log: log_path(&dir.path().join(format!("j{k}"))),
+            }
+        };
+        for _ in 0..2 {
+            let mut done = Vec::new();
+            run_children(
+                (0..3).map(child).collect(),
+                Workers {
+                    count: 2,
+                    threads_each: 1,
+                },
+                |i| done.push(i),
+            )
+            .unwrap();
+            done.sort();
+            assert_eq!(done, [0, 1, 2]);
+        }
+        // Both runs are in each log: a re-run does not wipe what the last one wrote.
+        let log = std::fs::read_to_string(log_path(&dir.path().join("j1"))).unwrap();
+        assert_eq!(log.matches("=== job job1 started").count(), 2, "{log}");
+        assert_eq!(log.matches("job 1\n").count(), 2, "{log}");
     }
 
     #[test]

@@ -426,14 +426,14 @@ pub enum PipelineError {
     Job(#[from] crate::jobs::JobError),
 }
 
-/// Like [`run`], but after the gallery model the jobs run side by side in child processes: `child(i)` is the
-/// command that runs job `i` of [`plan`] (the binary re-invokes itself). `on_stage` sees the finished runs in
+/// Like [`run`], but after the gallery model the jobs run side by side in child processes: `child(job)` is the
+/// command that runs that job of [`plan`] (the binary re-invokes itself). `on_stage` sees the finished runs in
 /// report order.
 pub fn run_parallel(
     ctx: &Context,
     out: &Path,
     workers: crate::jobs::Workers,
-    child: impl Fn(usize) -> std::process::Command,
+    child: impl Fn(&Job) -> std::process::Command,
     mut on_stage: impl FnMut(&PipelineRuns),
 ) -> Result<PipelineRuns, PipelineError> {
     let (gallery, gallery_mmacs) = gallery(ctx, out)?;
@@ -442,15 +442,15 @@ pub fn run_parallel(
         gallery: gallery.clone(),
         queries: finished.iter().map(|&i| jobs[i].dir(out)).collect(),
     };
-    let children = schedule(&jobs)
-        .into_iter()
-        .map(|i| crate::jobs::ChildJob {
+    let order = schedule(&jobs);
+    let children = order
+        .iter()
+        .map(|&i| crate::jobs::ChildJob {
             label: jobs[i].label(),
-            command: child(i),
+            command: child(&jobs[i]),
             log: crate::jobs::log_path(&jobs[i].dir(out)),
         })
         .collect();
-    let order = schedule(&jobs);
     let mut finished = Vec::new();
     tracing::info!(
         jobs = jobs.len(),
@@ -540,6 +540,32 @@ mod tests {
             let m = mmacs(&p.spec(Backbone::Spos(narrowest)));
             assert!(m < budget, "{m} MMACs over {budget}");
         }
+    }
+
+    #[test]
+    fn the_plan_keeps_the_directory_layout_and_schedules_the_chains_first() {
+        let p = crate::preset::load("cpu", None).unwrap();
+        let jobs = plan(&p, 40.5);
+        assert_eq!(
+            jobs.len(),
+            10,
+            "per tier: two baselines in two modes, and the chain"
+        );
+        let out = Path::new("runs/fm");
+        let dirs: Vec<PathBuf> = jobs.iter().map(|j| j.dir(out)).collect();
+        assert_eq!(dirs[0], out.join("tier-23x/mobilenetv2-bct"));
+        assert_eq!(dirs[1], out.join("tier-23x/mobilenetv2-independent"));
+        assert_eq!(dirs[4], out.join("tier-23x/cmpnas-bct"));
+        assert_eq!(dirs[9], out.join("tier-80x/cmpnas-bct"));
+        assert_eq!(jobs[4].label(), "cmpnas-23x");
+        assert_eq!(jobs[3].label(), "shufflenetv2-23x-independent");
+        let labels: std::collections::HashSet<String> = jobs.iter().map(Job::label).collect();
+        assert_eq!(labels.len(), jobs.len(), "children are started by label");
+        let order = schedule(&jobs);
+        assert_eq!(&order[..2], &[4, 9]);
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -45,8 +45,15 @@ impl LineTerm {
             return Ok(());
         }
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{MARKER}{text}")?;
-        out.flush()
+        let written = writeln!(out, "{MARKER}{text}").and_then(|()| out.flush());
+        if let Err(e) = &written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                // The parent pipeline is gone (killed): stop rather than train on unwatched. Checkpoints are
+                // written atomically, so a re-run resumes from the last finished epoch.
+                std::process::exit(141);
+            }
+        }
+        written
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, String> {

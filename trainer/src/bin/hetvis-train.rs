@@ -153,9 +153,10 @@ enum Command {
         /// the cores (0 = one per core up to 4 on CPU, 1 on CUDA; 1 = one after the other in this process).
         #[arg(long, env = "HETVIS_WORKERS", default_value_t = 0)]
         workers: usize,
-        /// Run only this job of the plan (how the pipeline starts its child processes).
+        /// Run only the job of the plan with this label, e.g. `cmpnas-23x` (how the pipeline starts its
+        /// child processes).
         #[arg(long, hide = true)]
-        job: Option<usize>,
+        job: Option<String>,
     },
     /// The paper's compatibility studies, sized by the preset's `study` section; re-running skips finished
     /// models.
@@ -450,8 +451,13 @@ fn main() -> anyhow::Result<()> {
             let budget = tier.budget(gallery_mmacs(&gallery)?);
             let sn_dir = supernet.unwrap_or_else(|| out.join("supernet"));
             let s = pctx.search(&gallery, tier, budget, loss, reward, &sn_dir, &out)?;
+            let scored_on = if s.finalists.is_empty() {
+                "as logged"
+            } else {
+                "re-scored on the whole validation split"
+            };
             println!(
-                "best of {} candidates under {budget:.2} MMACs: {:.2} MMACs, reward {:.4} (hom {:.4}, het {:.4}); wrote {}",
+                "best of {} candidates under {budget:.2} MMACs: {:.2} MMACs, reward {:.4} (hom {:.4}, het {:.4}; {scored_on}); wrote {}",
                 s.evaluated,
                 s.best.mmacs,
                 s.best.rewards.reward,
@@ -490,7 +496,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 let rewards = evaluator.evaluate(&sn, a).map_err(anyhow::Error::msg)?;
                 let line = serde_json::json!({
-                    "arch": path,
+                    "arch": path.display().to_string(),
                     "mmacs": pipeline::mmacs(&spec),
                     "rewards": rewards,
                 });
@@ -507,12 +513,13 @@ fn main() -> anyhow::Result<()> {
             let p = ctx.preset(&preset)?;
             let (ds, label) = ctx.dataset(&p, &data)?;
             let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
-            if let Some(i) = job {
+            if let Some(label) = job {
                 let (gallery, gallery_mmacs) = pipeline::gallery(&pctx, &out)?;
                 let jobs = pipeline::plan(&p, gallery_mmacs);
-                let job = jobs
-                    .get(i)
-                    .with_context(|| format!("job {i} of a plan of {}", jobs.len()))?;
+                let job = jobs.iter().find(|j| j.label() == label).with_context(|| {
+                    let labels: Vec<String> = jobs.iter().map(|j| j.label()).collect();
+                    format!("no job {label:?} in this plan ({})", labels.join(", "))
+                })?;
                 let dir = pipeline::run_job(&pctx, &out, &gallery, gallery_mmacs, job)?;
                 println!("{}: {} finished", dir.display(), job.label());
                 return Ok(());
@@ -530,11 +537,18 @@ fn main() -> anyhow::Result<()> {
             let workers = hetvis_trainer::jobs::Workers::new(workers, device.is_cuda());
             let started = std::time::Instant::now();
             let runs = if workers.count > 1 {
-                let exe = std::env::current_exe().context("locating hetvis-train")?;
+                // The children run this very binary: on Linux /proc/self/exe stays valid even when a rebuild
+                // has replaced the file since the pipeline started.
+                let proc_exe = Path::new("/proc/self/exe");
+                let exe = if proc_exe.exists() {
+                    proc_exe.to_owned()
+                } else {
+                    std::env::current_exe().context("locating hetvis-train")?
+                };
                 let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-                let child = |i: usize| {
+                let child = |job: &pipeline::Job| {
                     let mut c = std::process::Command::new(&exe);
-                    c.args(&argv).arg("--job").arg(i.to_string());
+                    c.args(&argv).arg("--job").arg(job.label());
                     c
                 };
                 pipeline::run_parallel(&pctx, &out, workers, child, &mut interim)?
