@@ -90,6 +90,14 @@ struct CheckpointState {
     steps_done: usize,
 }
 
+/// Epochs a run directory's checkpoint has finished (0 without a readable checkpoint).
+pub fn epochs_done(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("checkpoint.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<CheckpointState>(&t).ok())
+        .map_or(0, |s| s.epochs_done)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
@@ -570,6 +578,20 @@ fn append_log(path: &Path, entry: &EpochLog) -> Result<(), TrainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epochs_done_reads_the_checkpoint_and_is_zero_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(epochs_done(dir.path()), 0);
+        std::fs::write(
+            dir.path().join("checkpoint.json"),
+            r#"{"epochs_done": 3, "steps_done": 99}"#,
+        )
+        .unwrap();
+        assert_eq!(epochs_done(dir.path()), 3);
+        std::fs::write(dir.path().join("checkpoint.json"), "not json").unwrap();
+        assert_eq!(epochs_done(dir.path()), 0);
+    }
     use hetvis_models::arch::{Backbone, ResNetSpec, Stem};
 
     fn resnet18(width: f64) -> ModelSpec {

@@ -473,6 +473,14 @@ fn main() -> anyhow::Result<()> {
             data,
         } => {
             let (sn, run) = hetvis_trainer::cmpnas::load_supernet(&supernet, device)?;
+            let done = train::epochs_done(&supernet);
+            if done < run.preset.epochs {
+                bail!(
+                    "{}: the super-network has trained {done} of {} epochs; finish it first (`hetvis-train supernet`)",
+                    supernet.display(),
+                    run.preset.epochs
+                );
+            }
             let (p, _) = gallery_preset(&ctx, &run.gallery)?;
             let (ds, _) = ctx.dataset(&p, &data)?;
             let g = train::GalleryRun::load(&run.gallery, p.classifier, device)?;
