@@ -24,15 +24,18 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     let out = dir.path().join("runs");
     let s = |p: &Path| p.to_str().unwrap().to_owned();
     // Two workers: after the gallery, the jobs run side by side in child processes.
-    let text = train(&[
-        "pipeline",
-        "--preset",
-        "tiny",
-        "--out",
-        &s(&out),
-        "--workers",
-        "2",
-    ]);
+    let pipeline = |workers: &str| {
+        train(&[
+            "pipeline",
+            "--preset",
+            "tiny",
+            "--out",
+            &s(&out),
+            "--workers",
+            workers,
+        ])
+    };
+    let text = pipeline("2");
     assert!(text.contains("| cmpnas-8x | bct |"), "{text}");
     // Interim reports after every model reuse earlier evaluations: the gallery and the five query models
     // (two baselines in two modes, the winner) are each evaluated once, not once per report.
@@ -168,15 +171,7 @@ fn tiny_pipeline_searches_retrains_and_reports() {
 
     // Re-running the pipeline, one job after the other in this process, finds every stage finished.
     let start = std::time::Instant::now();
-    let text = train(&[
-        "pipeline",
-        "--preset",
-        "tiny",
-        "--out",
-        &s(&out),
-        "--workers",
-        "1",
-    ]);
+    let text = pipeline("1");
     assert!(text.contains("(6 model evaluations in this run"), "{text}");
     let log_again = std::fs::read_to_string(tier.join("search/search_log.jsonl")).unwrap();
     assert_eq!(log_again, log, "a finished search was extended");

@@ -374,7 +374,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// `val_limit` validation images (0 = all) and `bn_batches` BN batches.
-    pub fn sized(
+    fn sized(
         data: &'a Dataset,
         gallery: &GalleryRun,
         preset: &CmpNasPreset,

@@ -382,11 +382,7 @@ pub fn run_job(
                 &tier_dir.join("search"),
             )?;
             let space = space_for(ctx.preset, *tier, budget);
-            let spec = ModelSpec::new(
-                Backbone::Spos(summary.best.spec(&space)),
-                ctx.preset.input_size,
-                ctx.preset.embedding_dim,
-            );
+            let spec = ctx.preset.spec(Backbone::Spos(summary.best.spec(&space)));
             train::run(
                 &dir,
                 &ctx.query_config(&name, spec, QueryMode::Bct, gallery),
