@@ -38,6 +38,12 @@ pub struct SposSpace {
     /// scaled it, so a missing field reads as `true`.
     #[serde(default = "yes")]
     pub scaled_stem: bool,
+    /// Channels of the last 1x1 conv, the features the embedding is a linear map of. `None` scales SPOS's
+    /// 1024 with the multiplier (256 at x0.25, 104 at x0.1), as the paper's tiers do; a fixed width is the
+    /// MobileNetV2 convention (1280 at every width below 1), which spends a compact model's MACs on the
+    /// features a compatible embedding has to be mapped from rather than on the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_channels: Option<usize>,
 }
 
 fn one() -> f64 {
@@ -82,6 +88,15 @@ impl SposSpace {
             multiplier,
             stem,
             scaled_stem: false,
+            last_channels: None,
+        }
+    }
+
+    /// The same space with a last layer of `channels` (`None`: scaled with the multiplier).
+    pub fn with_last_channels(self, channels: Option<usize>) -> Self {
+        Self {
+            last_channels: channels,
+            ..self
         }
     }
 
@@ -102,7 +117,7 @@ impl SposSpace {
     }
 
     pub fn last_channels(&self) -> usize {
-        self.ch(LAST_CHANNELS)
+        self.last_channels.unwrap_or_else(|| self.ch(LAST_CHANNELS))
     }
 
     pub fn stem_stride(&self) -> usize {
@@ -137,6 +152,9 @@ impl SposSpace {
                 "SPOS multiplier {} outside (0, 4]",
                 self.multiplier
             )));
+        }
+        if self.last_channels == Some(0) {
+            return Err(ArchError::Invalid("SPOS last layer of 0 channels".into()));
         }
         let first = self.ch(STAGE_CHANNELS[0]);
         if self.stem_channels() >= first {
@@ -394,5 +412,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(now.stem_channels(), 16);
+    }
+
+    #[test]
+    fn the_last_layer_scales_with_the_multiplier_unless_the_space_fixes_it() {
+        let scaled = SposSpace::new(0.25, Stem::Small);
+        assert_eq!(scaled.last_channels(), 256);
+        let fixed = scaled.clone().with_last_channels(Some(1024));
+        assert_eq!(fixed.last_channels(), 1024);
+        // The lowered network's last conv makes that many features, and the FLOPs counter sees their cost:
+        // at 32 px the last layer sees 2 x 2 pixels of 160 channels, then the embedding maps them to 128.
+        let mmacs = |space: SposSpace| {
+            let spec = crate::arch::ModelSpec::new(
+                crate::arch::Backbone::Spos(SposSpec::reference_in(space)),
+                32,
+                128,
+            );
+            crate::flops::count(&spec.lower().unwrap()).unwrap().mmacs()
+        };
+        let extra = (160.0 * 4.0 + 128.0) * (1024.0 - 256.0) / 1e6;
+        assert!((mmacs(fixed.clone()) - mmacs(scaled.clone()) - extra).abs() < 1e-9);
+        // A spec without the field (every spec written before it) keeps the scaled width, and a scaled
+        // space writes no field, so existing specs and their hashes are unchanged.
+        let json = serde_json::to_string(&scaled).unwrap();
+        assert!(!json.contains("last_channels"), "{json}");
+        let back: SposSpace = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, scaled);
+        let back: SposSpace =
+            serde_json::from_str(&serde_json::to_string(&fixed).unwrap()).unwrap();
+        assert_eq!(back.last_channels(), 1024);
+        assert!(SposSpace::new(0.25, Stem::Small)
+            .with_last_channels(Some(0))
+            .validate()
+            .is_err());
     }
 }
