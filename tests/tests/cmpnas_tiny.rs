@@ -46,6 +46,11 @@ fn tiny_pipeline_searches_retrains_and_reports() {
         .as_f64()
         .unwrap();
     let budget = gallery_mmacs / 8.0;
+    // The tiny preset's super-network trains children under the tier's budget, and says so.
+    let sn_run = json(&tier.join("supernet/supernet.json"));
+    assert_eq!(sn_run["preset"]["sampling"], "under_budget");
+    let trained_under = sn_run["train_under_mmacs"].as_f64().unwrap();
+    assert!((trained_under - budget).abs() < 1e-6 * budget, "{sn_run}");
     // The search: every candidate logged, under the budget, never twice.
     let log = std::fs::read_to_string(tier.join("search/search_log.jsonl")).unwrap();
     let cands: Vec<serde_json::Value> = log

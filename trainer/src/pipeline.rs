@@ -125,7 +125,7 @@ pub fn baselines_for(budget: f64, p: &Preset) -> Vec<(String, ModelSpec)> {
 /// whose reference architecture is closest to the budget.
 pub fn space_for(p: &Preset, tier: Tier, budget: f64) -> SposSpace {
     if let Some(t) = p.cmpnas.spaces.get(&tier.label()) {
-        return SposSpace::new(t.multiplier, t.stem);
+        return t.space();
     }
     let stem = match &p.gallery.backbone {
         Backbone::Resnet(r) => r.stem,
@@ -223,6 +223,8 @@ impl Context<'_> {
             preset: p.cmpnas.supernet,
             bct_weight: p.bct_weight,
             seed: self.seed,
+            train_under_mmacs: (p.cmpnas.supernet.sampling == cmpnas::ChildSampling::UnderBudget)
+                .then_some(budget),
         }
     }
 

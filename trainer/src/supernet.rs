@@ -78,6 +78,15 @@ impl SuperNet {
         )
     }
 
+    /// MMACs of a child as a standalone model (infinite when it does not lower).
+    pub fn child_mmacs(&self, arch: &SposSpec) -> f64 {
+        self.child_spec(arch)
+            .lower()
+            .ok()
+            .and_then(|n| hetvis_models::flops::count(&n).ok())
+            .map_or(f64::INFINITY, |c| c.mmacs())
+    }
+
     /// The child's lowered network as it runs inside the super-network (non-affine BN in the choice layers).
     pub fn child_net(&self, arch: &SposSpec) -> Result<Net, ArchError> {
         self.child_spec(arch)
@@ -163,6 +172,61 @@ pub fn sample(space: &SposSpace, rng: &mut impl Rng) -> SposSpec {
         widths: (0..LAYERS)
             .map(|_| rng.random_range(0..WIDTH_CHOICES as u8))
             .collect(),
+    }
+}
+
+/// Draws the children a super-network trains: uniformly, or narrowed under a budget
+/// ([`crate::search::sample_under`], as the search draws its random candidates).
+pub struct ChildSampler {
+    under_mmacs: Option<f64>,
+    /// A child under the budget to fall back on when many draws in a row do not fit.
+    fallback: SposSpec,
+}
+
+impl ChildSampler {
+    /// Draws whose blocks cannot fit even at their narrowest are drawn again, at most this often.
+    const ATTEMPTS: usize = 1000;
+
+    /// A sampler for `sn`; under a budget, an error when not even the narrowest child fits it.
+    pub fn new(sn: &SuperNet, under_mmacs: Option<f64>) -> Result<Self, ArchError> {
+        let fallback = SposSpec {
+            space: sn.space.clone(),
+            blocks: vec![0; LAYERS],
+            widths: vec![0; LAYERS],
+        };
+        if let Some(max) = under_mmacs {
+            let least = (0..BLOCK_CHOICES as u8)
+                .map(|b| SposSpec {
+                    blocks: vec![b; LAYERS],
+                    ..fallback.clone()
+                })
+                .min_by(|a, b| sn.child_mmacs(a).total_cmp(&sn.child_mmacs(b)))
+                .unwrap_or(fallback);
+            if sn.child_mmacs(&least) > max {
+                return Err(ArchError::Invalid(format!(
+                    "no child of the super-network fits {max:.3} MMACs: the narrowest has {:.3}",
+                    sn.child_mmacs(&least)
+                )));
+            }
+            return Ok(Self {
+                under_mmacs,
+                fallback: least,
+            });
+        }
+        Ok(Self {
+            under_mmacs,
+            fallback,
+        })
+    }
+
+    pub fn draw(&self, sn: &SuperNet, rng: &mut impl Rng) -> SposSpec {
+        let Some(max) = self.under_mmacs else {
+            return sample(&sn.space, rng);
+        };
+        let mut mmacs = |a: &SposSpec| sn.child_mmacs(a);
+        (0..Self::ATTEMPTS)
+            .find_map(|_| crate::search::sample_under(&sn.space, max, &mut mmacs, rng))
+            .unwrap_or_else(|| self.fallback.clone())
     }
 }
 
@@ -338,5 +402,39 @@ mod tests {
         // And the shared weights did not move.
         let w = "stem.conv.weight";
         assert_eq!(before.get(w).unwrap(), after.get(w).unwrap());
+    }
+
+    #[test]
+    fn under_a_budget_the_sampler_draws_varied_children_that_fit_and_uniform_ones_otherwise() {
+        let sn = supernet();
+        let narrowest = SposSpec {
+            space: sn.space.clone(),
+            blocks: vec![0; LAYERS],
+            widths: vec![0; LAYERS],
+        };
+        let budget = sn.child_mmacs(&narrowest) * 1.3;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let uniform = ChildSampler::new(&sn, None).unwrap();
+        let wide = (0..50)
+            .filter(|_| sn.child_mmacs(&uniform.draw(&sn, &mut rng)) > budget)
+            .count();
+        assert_eq!(wide, 50, "uniform children are drawn over the whole space");
+        let under = ChildSampler::new(&sn, Some(budget)).unwrap();
+        let drawn: Vec<SposSpec> = (0..50).map(|_| under.draw(&sn, &mut rng)).collect();
+        assert!(drawn.iter().all(|a| sn.child_mmacs(a) <= budget));
+        let distinct: std::collections::HashSet<(Vec<u8>, Vec<u8>)> = drawn
+            .iter()
+            .map(|a| (a.blocks.clone(), a.widths.clone()))
+            .collect();
+        assert!(distinct.len() > 45, "{} distinct of 50", distinct.len());
+        // Every block choice still trains.
+        for b in 0..BLOCK_CHOICES as u8 {
+            assert!(drawn.iter().any(|a| a.blocks.contains(&b)), "block {b}");
+        }
+        // A budget no child meets is an error up front, not an endless draw.
+        let err = ChildSampler::new(&sn, Some(sn.child_mmacs(&narrowest) * 0.5))
+            .err()
+            .expect("impossible budget");
+        assert!(err.to_string().contains("no child"), "{err}");
     }
 }
