@@ -175,5 +175,12 @@ fn tiny_pipeline_trains_exports_evaluates_and_resumes() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("holds a different run"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds a different run"), "{err}");
+    // And says what differs: the architecture and the mode.
+    assert!(
+        err.contains("objective.mode: \"independent\" here, \"bct\" asked"),
+        "{err}"
+    );
+    assert!(err.contains("spec.backbone.family"), "{err}");
 }

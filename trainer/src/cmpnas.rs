@@ -205,10 +205,7 @@ pub fn train_supernet(
     if path.exists() {
         let existing = read_run(dir)?;
         if &existing != run {
-            return Err(TrainError::ConfigMismatch {
-                dir: dir.to_owned(),
-                what: "a different super-network".into(),
-            });
+            return Err(crate::train::config_mismatch(dir, &existing, run));
         }
     } else {
         let text = serde_json::to_string_pretty(run).map_err(|e| TrainError::File {

@@ -127,6 +127,57 @@ pub enum TrainError {
     Weights(#[from] hetvis_models::weights::WeightsError),
 }
 
+/// A directory holds a run whose config differs from the one asked for: the error names each differing field
+/// (dotted path, the stored value, then the asked-for one), so a changed preset or a moved gallery is obvious.
+pub fn config_mismatch<T: Serialize>(dir: &Path, existing: &T, wanted: &T) -> TrainError {
+    fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let none = Value::Null;
+                    diff(
+                        &sub,
+                        x.get(k).unwrap_or(&none),
+                        y.get(k).unwrap_or(&none),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => {
+                let short = |v: &Value| {
+                    let t = v.to_string();
+                    if t.chars().count() > 60 {
+                        format!("{}...", t.chars().take(60).collect::<String>())
+                    } else {
+                        t
+                    }
+                };
+                out.push(format!("{path}: {} here, {} asked", short(a), short(b)));
+            }
+            _ => {}
+        }
+    }
+    let mut fields = Vec::new();
+    match (serde_json::to_value(existing), serde_json::to_value(wanted)) {
+        (Ok(a), Ok(b)) => diff("", &a, &b, &mut fields),
+        _ => fields.push("its config".into()),
+    }
+    if fields.is_empty() {
+        fields.push("a config that compares unequal".into());
+    }
+    TrainError::ConfigMismatch {
+        dir: dir.to_owned(),
+        what: fields.join("; "),
+    }
+}
+
 fn file_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::File {
         path: path.to_owned(),
@@ -259,10 +310,7 @@ pub fn run(
     if run_json.exists() {
         let existing: RunConfig = read_json(&run_json)?;
         if &existing != config {
-            return Err(TrainError::ConfigMismatch {
-                dir: dir.to_owned(),
-                what: format!("{} vs {}", existing.name, config.name),
-            });
+            return Err(config_mismatch(dir, &existing, config));
         }
     } else {
         write_json(&run_json, config)?;
@@ -591,6 +639,22 @@ mod tests {
         assert_eq!(epochs_done(dir.path()), 3);
         std::fs::write(dir.path().join("checkpoint.json"), "not json").unwrap();
         assert_eq!(epochs_done(dir.path()), 0);
+    }
+
+    #[test]
+    fn a_config_mismatch_names_the_fields_that_differ() {
+        let a = serde_json::json!({"name": "m", "gallery": "runs/a/gallery",
+            "schedule": {"epochs": 3, "lr": 0.1}, "seed": 0});
+        let b = serde_json::json!({"name": "m", "gallery": "runs/b/gallery",
+            "schedule": {"epochs": 4, "lr": 0.1}, "seed": 0, "extra": true});
+        let text = config_mismatch(Path::new("d"), &a, &b).to_string();
+        assert!(
+            text.contains(r#"gallery: "runs/a/gallery" here, "runs/b/gallery" asked"#),
+            "{text}"
+        );
+        assert!(text.contains("schedule.epochs: 3 here, 4 asked"), "{text}");
+        assert!(text.contains("extra: null here, true asked"), "{text}");
+        assert!(!text.contains("lr") && !text.contains("seed"), "{text}");
     }
     use hetvis_models::arch::{Backbone, ResNetSpec, Stem};
 
