@@ -91,7 +91,8 @@ pub enum ChildSampling {
     /// search will score. Where a budget sits at the narrow end of its space, uniform sampling trains
     /// children the search never looks at: in the cpu preset's spaces they average 1.4x the budget (2.55
     /// vs 1.76 MMACs at 23x, 0.71 vs 0.51 at 80x; 1 draw in about 4,000 fits at 23x), and the narrow
-    /// children the search scores share their weights without ever training alone.
+    /// children the search scores share their weights without ever training alone. Measured on the cpu
+    /// preset this did not rank better (README, session 6), so only the tiny preset uses it.
     UnderBudget,
 }
 
@@ -725,9 +726,10 @@ mod tests {
         // And a uniform run still writes no budget, so it compares equal to what it read back.
         let text = serde_json::to_string(&run).unwrap();
         assert!(!text.contains("train_under_mmacs"), "{text}");
-        // The cpu and tiny presets train children under the budget; the paper's samples uniformly.
+        // Only the tiny preset (which exercises the option end to end) trains children under the budget: at
+        // 80x in the cpu preset it ranked its own winner first, which retrained worst of three (README).
         for (name, sampling) in [
-            ("cpu", ChildSampling::UnderBudget),
+            ("cpu", ChildSampling::Uniform),
             ("tiny", ChildSampling::UnderBudget),
             ("paper", ChildSampling::Uniform),
         ] {
