@@ -42,10 +42,12 @@ impl Workers {
 pub enum JobError {
     #[error("could not start {label}: {message}")]
     Spawn { label: String, message: String },
-    #[error("{label} failed ({status}); its log: {}", log.display())]
+    #[error("{label} failed ({status}){}; its log: {}", cause.as_ref().map_or(String::new(), |c| format!(": {c}")), log.display())]
     Failed {
         label: String,
         status: String,
+        /// The child's own error line (`Error: ...` at a binary's edge), when its log has one.
+        cause: Option<String>,
         log: PathBuf,
     },
 }
@@ -210,9 +212,23 @@ fn run_child(
         Err(JobError::Failed {
             label: child.label,
             status: status.to_string(),
+            cause: last_error(&child.log),
             log: child.log,
         })
     }
+}
+
+/// The last `Error: ...` line of a log (what an `anyhow` main prints on failure), without the prefix. Only this
+/// run's part counts: the log is appended across runs, and an older failure is not this one's cause.
+fn last_error(log: &Path) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let this_run = text.rsplit("=== job ").next().unwrap_or(&text);
+    this_run
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("Error: "))
+        .map(|e| e.trim().to_owned())
 }
 
 /// The log file of a job that writes into `dir`.
@@ -282,8 +298,14 @@ mod tests {
     fn a_failing_child_names_its_log() {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new("sh");
-        command.args(["-c", "echo oops >&2; exit 3"]);
+        command.args(["-c", "echo oops >&2; echo 'Error: no gallery' >&2; exit 3"]);
         let log = log_path(dir.path());
+        // An earlier run's failure in the same (appended) log is not this run's cause.
+        std::fs::write(
+            &log,
+            "=== job broken started (unix time 0) ===\nError: old\n",
+        )
+        .unwrap();
         let err = run_children(
             vec![ChildJob {
                 label: "broken".into(),
@@ -301,7 +323,40 @@ mod tests {
             matches!(&err, JobError::Failed { log: l, .. } if *l == log),
             "{err}"
         );
-        assert!(std::fs::read_to_string(&log).unwrap().ends_with("oops\n"));
+        assert!(std::fs::read_to_string(&log)
+            .unwrap()
+            .ends_with("oops\nError: no gallery\n"));
+        // The parent's error carries the child's, so a failed pipeline says why without opening the log.
+        assert!(
+            err.to_string().contains("(exit status: 3): no gallery;"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failing_child_without_an_error_line_is_reported_by_status_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_path(dir.path());
+        std::fs::write(&log, "=== job x started (unix time 0) ===\nError: old\n").unwrap();
+        let mut command = Command::new("sh");
+        command.args(["-c", "exit 4"]);
+        let err = run_children(
+            vec![ChildJob {
+                label: "x".into(),
+                command,
+                log,
+            }],
+            Workers {
+                count: 1,
+                threads_each: 1,
+            },
+            |_| panic!("a failed job is not done"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, JobError::Failed { cause: None, .. }),
+            "{err}"
+        );
     }
 
     #[test]
