@@ -737,4 +737,27 @@ mod tests {
             assert_eq!(p.cmpnas.supernet.sampling, sampling, "{name}");
         }
     }
+
+    #[test]
+    fn a_recorded_budget_reads_back_equal_so_the_super_network_resumes() {
+        // A computed budget with 17 significant digits: serde_json without `float_roundtrip` parses this one
+        // a unit in the last place off, and the resumed run would be refused as different.
+        let old = r#"{"space": {"multiplier": 0.25, "stem": "small", "scaled_stem": false},
+            "input_size": 32, "embedding_dim": 128, "classes": 10, "loss": "bct", "gallery": "g",
+            "classifier": {"scale": 16.0, "margin": 0.2},
+            "preset": {"epochs": 5, "warmup_epochs": 1, "transition_epochs": 1, "batch": 128, "lr": 0.1},
+            "bct_weight": 1.0, "seed": 0}"#;
+        let mut run: SupernetRun = serde_json::from_str(old).unwrap();
+        for budget in [
+            0.09144338512092887,
+            1.761992347826087,
+            40.5 / 80.0,
+            1.0 / 3.0,
+        ] {
+            run.train_under_mmacs = Some(budget);
+            let back: SupernetRun =
+                serde_json::from_str(&serde_json::to_string_pretty(&run).unwrap()).unwrap();
+            assert_eq!(back, run, "{budget}");
+        }
+    }
 }

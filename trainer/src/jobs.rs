@@ -300,7 +300,7 @@ mod tests {
         let mut command = Command::new("sh");
         command.args(["-c", "echo oops >&2; echo 'Error: no gallery' >&2; exit 3"]);
         let log = log_path(dir.path());
-        // An earlier run's failure in the same (appended) log is not this run's cause.
+        // The log holds an earlier run's failure too (appended); the next test shows that one is never the cause.
         std::fs::write(
             &log,
             "=== job broken started (unix time 0) ===\nError: old\n",

@@ -181,6 +181,8 @@ pub struct ChildSampler {
     under_mmacs: Option<f64>,
     /// A child under the budget to fall back on when many draws in a row do not fit.
     fallback: SposSpec,
+    /// Draws that fell back: a budget this tight trains one child, slowly, and the log says so once.
+    fallbacks: std::sync::atomic::AtomicUsize,
 }
 
 impl ChildSampler {
@@ -211,11 +213,13 @@ impl ChildSampler {
             return Ok(Self {
                 under_mmacs,
                 fallback: least,
+                fallbacks: Default::default(),
             });
         }
         Ok(Self {
             under_mmacs,
             fallback,
+            fallbacks: Default::default(),
         })
     }
 
@@ -226,7 +230,23 @@ impl ChildSampler {
         let mut mmacs = |a: &SposSpec| sn.child_mmacs(a);
         (0..Self::ATTEMPTS)
             .find_map(|_| crate::search::sample_under(&sn.space, max, &mut mmacs, rng))
-            .unwrap_or_else(|| self.fallback.clone())
+            .unwrap_or_else(|| {
+                use std::sync::atomic::Ordering;
+                if self.fallbacks.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        budget = max,
+                        attempts = Self::ATTEMPTS,
+                        "no random child fits the budget; training the narrowest child instead \
+                         (a budget this close to the narrowest child leaves little to search)"
+                    );
+                }
+                self.fallback.clone()
+            })
+    }
+
+    /// How many draws fell back to the narrowest child.
+    pub fn fallbacks(&self) -> usize {
+        self.fallbacks.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -415,10 +435,15 @@ mod tests {
         let budget = sn.child_mmacs(&narrowest) * 1.3;
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let uniform = ChildSampler::new(&sn, None).unwrap();
-        let wide = (0..50)
-            .filter(|_| sn.child_mmacs(&uniform.draw(&sn, &mut rng)) > budget)
-            .count();
-        assert_eq!(wide, 50, "uniform children are drawn over the whole space");
+        let costs: Vec<f64> = (0..50)
+            .map(|_| sn.child_mmacs(&uniform.draw(&sn, &mut rng)))
+            .collect();
+        // Uniform children are not narrowed: none fits this budget, and their costs spread widely.
+        assert!(costs.iter().all(|&m| m > budget), "{costs:?}");
+        let (lo, hi) = costs
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(l, h), &m| (l.min(m), h.max(m)));
+        assert!(hi > 1.5 * lo, "{lo}..{hi}");
         let under = ChildSampler::new(&sn, Some(budget)).unwrap();
         let drawn: Vec<SposSpec> = (0..50).map(|_| under.draw(&sn, &mut rng)).collect();
         assert!(drawn.iter().all(|a| sn.child_mmacs(a) <= budget));
@@ -427,10 +452,17 @@ mod tests {
             .map(|a| (a.blocks.clone(), a.widths.clone()))
             .collect();
         assert!(distinct.len() > 45, "{} distinct of 50", distinct.len());
+        assert_eq!(under.fallbacks(), 0);
         // Every block choice still trains.
         for b in 0..BLOCK_CHOICES as u8 {
             assert!(drawn.iter().any(|a| a.blocks.contains(&b)), "block {b}");
         }
+        // A budget only the narrowest children of the cheapest blocks meet: almost no draw fits, and after
+        // the bounded attempts the sampler falls back to a child that fits rather than looping.
+        let tight = ChildSampler::new(&sn, Some(sn.child_mmacs(&narrowest))).unwrap();
+        let child = tight.draw(&sn, &mut rng);
+        assert!(sn.child_mmacs(&child) <= sn.child_mmacs(&narrowest));
+        assert!(tight.fallbacks() <= 1);
         // A budget no child meets is an error up front, not an endless draw.
         let err = ChildSampler::new(&sn, Some(sn.child_mmacs(&narrowest) * 0.5))
             .err()

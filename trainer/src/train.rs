@@ -150,6 +150,11 @@ pub fn config_mismatch<T: Serialize>(dir: &Path, existing: &T, wanted: &T) -> Tr
                     );
                 }
             }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    diff(&format!("{path}[{i}]"), p, q, out);
+                }
+            }
             _ if a != b => {
                 let short = |v: &Value| {
                     let t = v.to_string();
@@ -644,9 +649,9 @@ mod tests {
     #[test]
     fn a_config_mismatch_names_the_fields_that_differ() {
         let a = serde_json::json!({"name": "m", "gallery": "runs/a/gallery",
-            "schedule": {"epochs": 3, "lr": 0.1}, "seed": 0});
+            "schedule": {"epochs": 3, "lr": 0.1}, "seed": 0, "widths": [1, 2, 3]});
         let b = serde_json::json!({"name": "m", "gallery": "runs/b/gallery",
-            "schedule": {"epochs": 4, "lr": 0.1}, "seed": 0, "extra": true});
+            "schedule": {"epochs": 4, "lr": 0.1}, "seed": 0, "extra": true, "widths": [1, 2, 4]});
         let text = config_mismatch(Path::new("d"), &a, &b).to_string();
         assert!(
             text.contains(r#"gallery: "runs/a/gallery" here, "runs/b/gallery" asked"#),
@@ -654,6 +659,8 @@ mod tests {
         );
         assert!(text.contains("schedule.epochs: 3 here, 4 asked"), "{text}");
         assert!(text.contains("extra: null here, true asked"), "{text}");
+        // Inside an array, the element that differs (a long spec's blocks would print alike truncated).
+        assert!(text.contains("widths[2]: 3 here, 4 asked"), "{text}");
         assert!(!text.contains("lr") && !text.contains("seed"), "{text}");
     }
     use hetvis_models::arch::{Backbone, ResNetSpec, Stem};
