@@ -475,11 +475,11 @@ pub fn multiplier_for(
     let ladder = [1.0, 0.75, 0.5, 0.35, 0.25];
     let cost = |m: f64| {
         let arch = SposSpec::reference_in(SposSpace::new(m, stem));
-        let spec = hetvis_models::arch::ModelSpec::new(Backbone::Spos(arch), input_size, dim);
-        spec.lower()
-            .ok()
-            .and_then(|n| hetvis_models::flops::count(&n).ok())
-            .map_or(f64::INFINITY, |c| c.mmacs())
+        crate::pipeline::mmacs(&hetvis_models::arch::ModelSpec::new(
+            Backbone::Spos(arch),
+            input_size,
+            dim,
+        ))
     };
     *ladder
         .iter()
@@ -713,14 +713,16 @@ mod tests {
         assert_eq!(finalists[0].rewards.reward, 0.8);
     }
 
+    /// A `supernet.json` as written before under-budget sampling existed.
+    const SESSION_5_SUPERNET: &str = r#"{"space": {"multiplier": 0.25, "stem": "small", "scaled_stem": false},
+        "input_size": 32, "embedding_dim": 128, "classes": 10, "loss": "bct", "gallery": "g",
+        "classifier": {"scale": 16.0, "margin": 0.2},
+        "preset": {"epochs": 5, "warmup_epochs": 1, "transition_epochs": 1, "batch": 128, "lr": 0.1},
+        "bct_weight": 1.0, "seed": 0}"#;
+
     #[test]
     fn a_super_network_written_before_under_budget_sampling_reads_as_uniform() {
-        let old = r#"{"space": {"multiplier": 0.25, "stem": "small", "scaled_stem": false},
-            "input_size": 32, "embedding_dim": 128, "classes": 10, "loss": "bct", "gallery": "g",
-            "classifier": {"scale": 16.0, "margin": 0.2},
-            "preset": {"epochs": 5, "warmup_epochs": 1, "transition_epochs": 1, "batch": 128, "lr": 0.1},
-            "bct_weight": 1.0, "seed": 0}"#;
-        let run: SupernetRun = serde_json::from_str(old).unwrap();
+        let run: SupernetRun = serde_json::from_str(SESSION_5_SUPERNET).unwrap();
         assert_eq!(run.preset.sampling, ChildSampling::Uniform);
         assert_eq!(run.train_under_mmacs, None);
         // And a uniform run still writes no budget, so it compares equal to what it read back.
@@ -742,12 +744,7 @@ mod tests {
     fn a_recorded_budget_reads_back_equal_so_the_super_network_resumes() {
         // A computed budget with 17 significant digits: serde_json without `float_roundtrip` parses this one
         // a unit in the last place off, and the resumed run would be refused as different.
-        let old = r#"{"space": {"multiplier": 0.25, "stem": "small", "scaled_stem": false},
-            "input_size": 32, "embedding_dim": 128, "classes": 10, "loss": "bct", "gallery": "g",
-            "classifier": {"scale": 16.0, "margin": 0.2},
-            "preset": {"epochs": 5, "warmup_epochs": 1, "transition_epochs": 1, "batch": 128, "lr": 0.1},
-            "bct_weight": 1.0, "seed": 0}"#;
-        let mut run: SupernetRun = serde_json::from_str(old).unwrap();
+        let mut run: SupernetRun = serde_json::from_str(SESSION_5_SUPERNET).unwrap();
         for budget in [
             0.09144338512092887,
             1.761992347826087,

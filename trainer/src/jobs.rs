@@ -294,6 +294,23 @@ mod tests {
         assert_eq!(started.load(Ordering::SeqCst), 3);
     }
 
+    /// Runs one child that must fail, on one worker, and returns its error.
+    fn run_failing(label: &str, command: Command, log: &Path) -> JobError {
+        run_children(
+            vec![ChildJob {
+                label: label.into(),
+                command,
+                log: log.to_owned(),
+            }],
+            Workers {
+                count: 1,
+                threads_each: 1,
+            },
+            |_| panic!("a failed job is not done"),
+        )
+        .unwrap_err()
+    }
+
     #[test]
     fn a_failing_child_names_its_log() {
         let dir = tempfile::tempdir().unwrap();
@@ -306,19 +323,7 @@ mod tests {
             "=== job broken started (unix time 0) ===\nError: old\n",
         )
         .unwrap();
-        let err = run_children(
-            vec![ChildJob {
-                label: "broken".into(),
-                command,
-                log: log.clone(),
-            }],
-            Workers {
-                count: 1,
-                threads_each: 1,
-            },
-            |_| panic!("a failed job is not done"),
-        )
-        .unwrap_err();
+        let err = run_failing("broken", command, &log);
         assert!(
             matches!(&err, JobError::Failed { log: l, .. } if *l == log),
             "{err}"
@@ -340,19 +345,7 @@ mod tests {
         std::fs::write(&log, "=== job x started (unix time 0) ===\nError: old\n").unwrap();
         let mut command = Command::new("sh");
         command.args(["-c", "exit 4"]);
-        let err = run_children(
-            vec![ChildJob {
-                label: "x".into(),
-                command,
-                log,
-            }],
-            Workers {
-                count: 1,
-                threads_each: 1,
-            },
-            |_| panic!("a failed job is not done"),
-        )
-        .unwrap_err();
+        let err = run_failing("x", command, &log);
         assert!(
             matches!(&err, JobError::Failed { cause: None, .. }),
             "{err}"

@@ -80,11 +80,7 @@ impl SuperNet {
 
     /// MMACs of a child as a standalone model (infinite when it does not lower).
     pub fn child_mmacs(&self, arch: &SposSpec) -> f64 {
-        self.child_spec(arch)
-            .lower()
-            .ok()
-            .and_then(|n| hetvis_models::flops::count(&n).ok())
-            .map_or(f64::INFINITY, |c| c.mmacs())
+        crate::pipeline::mmacs(&self.child_spec(arch))
     }
 
     /// The child's lowered network as it runs inside the super-network (non-affine BN in the choice layers).
@@ -191,30 +187,33 @@ impl ChildSampler {
 
     /// A sampler for `sn`; under a budget, an error when not even the narrowest child fits it.
     pub fn new(sn: &SuperNet, under_mmacs: Option<f64>) -> Result<Self, ArchError> {
-        let fallback = SposSpec {
+        let narrowest = |block: u8| SposSpec {
             space: sn.space.clone(),
-            blocks: vec![0; LAYERS],
+            blocks: vec![block; LAYERS],
             widths: vec![0; LAYERS],
         };
+        let mut fallback = narrowest(0);
         if let Some(max) = under_mmacs {
-            let least = (0..BLOCK_CHOICES as u8)
-                .map(|b| SposSpec {
-                    blocks: vec![b; LAYERS],
-                    ..fallback.clone()
+            // The cheapest narrowest child, over the blocks used uniformly.
+            let (least, cost) = (0..BLOCK_CHOICES as u8)
+                .map(|b| {
+                    let child = narrowest(b);
+                    let cost = sn.child_mmacs(&child);
+                    (child, cost)
                 })
-                .min_by(|a, b| sn.child_mmacs(a).total_cmp(&sn.child_mmacs(b)))
-                .unwrap_or(fallback);
-            if sn.child_mmacs(&least) > max {
+                .fold((fallback, f64::INFINITY), |best, c| {
+                    if c.1 < best.1 {
+                        c
+                    } else {
+                        best
+                    }
+                });
+            if cost > max {
                 return Err(ArchError::Invalid(format!(
-                    "no child of the super-network fits {max:.3} MMACs: the narrowest has {:.3}",
-                    sn.child_mmacs(&least)
+                    "no child of the super-network fits {max:.3} MMACs: the narrowest has {cost:.3}"
                 )));
             }
-            return Ok(Self {
-                under_mmacs,
-                fallback: least,
-                fallbacks: Default::default(),
-            });
+            fallback = least;
         }
         Ok(Self {
             under_mmacs,
