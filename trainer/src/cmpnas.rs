@@ -542,6 +542,54 @@ pub fn rescore(
     Ok(finalists)
 }
 
+/// What a search directory's log was scored with, kept in its `search.json`. A re-run resumes only the same
+/// search: another seed, reward, budget or validation subset would append its candidates to the log and mix
+/// two searches' rewards without a word.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRun {
+    pub config: SearchConfig,
+    pub max_mmacs: f64,
+    pub reward: Reward,
+    pub metric: RewardMetric,
+    pub r3_weights: (f64, f64),
+    pub val_images: usize,
+    pub bn_batches: usize,
+    pub space: SposSpace,
+}
+
+/// Records `run` in `out/search.json`, or checks it against the one recorded there. A log without a record (a
+/// search older than the record) is adopted as it stands.
+pub fn claim_search_dir(out: &Path, run: &SearchRun) -> Result<(), TrainError> {
+    let path = out.join("search.json");
+    let file_err = |e: &dyn std::fmt::Display| TrainError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let existing: SearchRun = serde_json::from_str(&text).map_err(|e| file_err(&e))?;
+            if &existing != run {
+                return Err(crate::train::config_mismatch(out, &existing, run));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if out.join("search_log.jsonl").exists() {
+                tracing::warn!(
+                    "{}: a search log without search.json (an older search); resuming it as this search",
+                    out.display()
+                );
+            }
+            let text = serde_json::to_string_pretty(run).map_err(|e| file_err(&e))?;
+            Ok(hetvis_models::onnx::export::write_atomic(
+                &path,
+                text.as_bytes(),
+            )?)
+        }
+        Err(e) => Err(file_err(&e)),
+    }
+}
+
 /// Runs (or resumes) a search into `out`. With `rescore` (an evaluator and a count), the winner is the best of
 /// that many of the search's best, re-scored ([`Rescore`]).
 #[allow(clippy::too_many_arguments)]
@@ -559,6 +607,19 @@ pub fn search_dir(
         path: out.to_owned(),
         message: e.to_string(),
     })?;
+    claim_search_dir(
+        out,
+        &SearchRun {
+            config: *config,
+            max_mmacs,
+            reward,
+            metric,
+            r3_weights: evaluator.r3_weights,
+            val_images: evaluator.limit,
+            bn_batches: evaluator.bn_batches,
+            space: sn.space.clone(),
+        },
+    )?;
     let mmacs = |a: &SposSpec| sn.child_mmacs(a);
     let bar = crate::progress::bar(
         config.generations as u64,
@@ -756,5 +817,49 @@ mod tests {
                 serde_json::from_str(&serde_json::to_string_pretty(&run).unwrap()).unwrap();
             assert_eq!(back, run, "{budget}");
         }
+    }
+
+    fn search_run(seed: u64) -> SearchRun {
+        SearchRun {
+            config: SearchConfig::paper(seed),
+            max_mmacs: 40.5 / 23.0,
+            reward: Reward::R3,
+            metric: RewardMetric::MapAtR,
+            r3_weights: (1.0, 1.0),
+            val_images: 2000,
+            bn_batches: 10,
+            space: SposSpace::new(0.25, hetvis_models::arch::Stem::Small),
+        }
+    }
+
+    #[test]
+    fn a_search_directory_resumes_only_the_same_search() {
+        let dir = tempfile::tempdir().unwrap();
+        claim_search_dir(dir.path(), &search_run(0)).unwrap();
+        assert!(dir.path().join("search.json").exists());
+        claim_search_dir(dir.path(), &search_run(0)).unwrap();
+
+        let err = claim_search_dir(dir.path(), &search_run(1)).unwrap_err();
+        assert!(matches!(err, TrainError::ConfigMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("config.seed"), "{err}");
+        let other_reward = SearchRun {
+            reward: Reward::R2,
+            ..search_run(0)
+        };
+        let err = claim_search_dir(dir.path(), &other_reward).unwrap_err();
+        assert!(err.to_string().contains("reward"), "{err}");
+        // The refused searches left the record as it was.
+        claim_search_dir(dir.path(), &search_run(0)).unwrap();
+    }
+
+    #[test]
+    fn a_search_log_older_than_the_record_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("search_log.jsonl"), "").unwrap();
+        claim_search_dir(dir.path(), &search_run(3)).unwrap();
+        let back: SearchRun =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("search.json")).unwrap())
+                .unwrap();
+        assert_eq!(back, search_run(3));
     }
 }

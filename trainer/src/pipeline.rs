@@ -145,6 +145,9 @@ pub struct Context<'a> {
     pub data_label: &'a str,
     pub device: Device,
     pub seed: u64,
+    /// Seed of the evolutionary search when it should differ from `seed`, which also seeds the super-network's
+    /// training: a second search over one trained super-network (`hetvis-train search --search-seed`).
+    pub search_seed: Option<u64>,
 }
 
 impl Context<'_> {
@@ -254,7 +257,7 @@ impl Context<'_> {
         let rescorer = (c.rescore.top > 1)
             .then(|| Evaluator::rescorer(self.data, &g, c, reward, run.preset.batch));
         let config = crate::search::SearchConfig {
-            seed: self.seed,
+            seed: self.search_seed.unwrap_or(self.seed),
             ..c.search
         };
         cmpnas::search_dir(

@@ -122,6 +122,10 @@ enum Command {
         /// Super-network directory (default: OUT/supernet); share one across searches of the same tier.
         #[arg(long)]
         supernet: Option<PathBuf>,
+        /// Seed of the search alone (default: --seed, which also seeds the super-network), to search one
+        /// trained super-network again with another seed.
+        #[arg(long)]
+        search_seed: Option<u64>,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long)]
@@ -442,12 +446,16 @@ fn main() -> anyhow::Result<()> {
             reward,
             loss,
             supernet,
+            search_seed,
             data,
             out,
         } => {
             let (p, preset) = gallery_preset(&ctx, &gallery)?;
             let (ds, label) = ctx.dataset(&p, &data)?;
-            let pctx = pipeline_ctx(&p, &preset, &ds, &label, device, &data);
+            let pctx = PipelineCtx {
+                search_seed,
+                ..pipeline_ctx(&p, &preset, &ds, &label, device, &data)
+            };
             let budget = tier.budget(gallery_mmacs(&gallery)?);
             let sn_dir = supernet.unwrap_or_else(|| out.join("supernet"));
             let s = pctx.search(&gallery, tier, budget, loss, reward, &sn_dir, &out)?;
@@ -736,6 +744,7 @@ fn pipeline_ctx<'a>(
         data_label: label,
         device,
         seed: data.seed.unwrap_or(p.seed),
+        search_seed: None,
     }
 }
 
