@@ -173,6 +173,51 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     ]);
     assert!(text.contains("best of"), "{text}");
     assert_eq!(json(&r2.join("summary.json"))["reward"], "r2");
+    assert_eq!(json(&r2.join("search.json"))["reward"], "r2");
+
+    // A search directory resumes only its own search: asking it for another reward is refused, by name.
+    let search_r2 = |extra: &[&str]| {
+        let g = s(&out.join("gallery"));
+        let sn = s(&tier.join("supernet"));
+        let o = s(&r2);
+        let mut args = vec!["--device", "cpu", "search", "--gallery", g.as_str(), "--tier", "8x"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--supernet", sn.as_str(), "--out", o.as_str()]);
+        hetvis_tests::bare_command("hetvis-train")
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let refused = search_r2(&["--reward", "r3"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(err.contains("reward"), "{err}");
+    assert_eq!(json(&r2.join("summary.json"))["reward"], "r2");
+
+    // Another search seed over the same super-network: the super-network is reused as trained (its log is
+    // untouched), and the search draws other candidates.
+    let sn_log = std::fs::read_to_string(tier.join("supernet/train_log.jsonl")).unwrap();
+    let seeded = dir.path().join("search-seed7");
+    train(&[
+        "search",
+        "--gallery",
+        &s(&out.join("gallery")),
+        "--tier",
+        "8x",
+        "--search-seed",
+        "7",
+        "--supernet",
+        &s(&tier.join("supernet")),
+        "--out",
+        &s(&seeded),
+    ]);
+    assert_eq!(json(&seeded.join("search.json"))["config"]["seed"], 7);
+    assert_eq!(
+        std::fs::read_to_string(tier.join("supernet/train_log.jsonl")).unwrap(),
+        sn_log
+    );
+    let seeded_log = std::fs::read_to_string(seeded.join("search_log.jsonl")).unwrap();
+    assert_ne!(seeded_log, log, "seed 7 searched the same candidates as seed 0");
 
     // Re-running the pipeline, one job after the other in this process, finds every stage finished.
     let start = std::time::Instant::now();
