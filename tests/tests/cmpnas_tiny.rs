@@ -180,7 +180,15 @@ fn tiny_pipeline_searches_retrains_and_reports() {
         let g = s(&out.join("gallery"));
         let sn = s(&tier.join("supernet"));
         let o = s(&r2);
-        let mut args = vec!["--device", "cpu", "search", "--gallery", g.as_str(), "--tier", "8x"];
+        let mut args = vec![
+            "--device",
+            "cpu",
+            "search",
+            "--gallery",
+            g.as_str(),
+            "--tier",
+            "8x",
+        ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--supernet", sn.as_str(), "--out", o.as_str()]);
         hetvis_tests::bare_command("hetvis-train")
@@ -217,7 +225,10 @@ fn tiny_pipeline_searches_retrains_and_reports() {
         sn_log
     );
     let seeded_log = std::fs::read_to_string(seeded.join("search_log.jsonl")).unwrap();
-    assert_ne!(seeded_log, log, "seed 7 searched the same candidates as seed 0");
+    assert_ne!(
+        seeded_log, log,
+        "seed 7 searched the same candidates as seed 0"
+    );
 
     // Re-running the pipeline, one job after the other in this process, finds every stage finished.
     let start = std::time::Instant::now();
