@@ -202,19 +202,7 @@ pub fn train_supernet(
         path: dir.to_owned(),
         message: e.to_string(),
     })?;
-    let path = dir.join("supernet.json");
-    if path.exists() {
-        let existing = read_run(dir)?;
-        if &existing != run {
-            return Err(crate::train::config_mismatch(dir, &existing, run));
-        }
-    } else {
-        let text = serde_json::to_string_pretty(run).map_err(|e| TrainError::File {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        hetvis_models::onnx::export::write_atomic(&path, text.as_bytes())?;
-    }
+    crate::train::claim_record(dir, &dir.join("supernet.json"), run)?;
     let gallery = GalleryRun::load(&run.gallery, run.classifier, device)?;
     // Seeded like every training run, so the initial weights and batch order do not depend on what ran
     // earlier in this process.
@@ -561,33 +549,13 @@ pub struct SearchRun {
 /// search older than the record) is adopted as it stands.
 pub fn claim_search_dir(out: &Path, run: &SearchRun) -> Result<(), TrainError> {
     let path = out.join("search.json");
-    let file_err = |e: &dyn std::fmt::Display| TrainError::File {
-        path: path.clone(),
-        message: e.to_string(),
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let existing: SearchRun = serde_json::from_str(&text).map_err(|e| file_err(&e))?;
-            if &existing != run {
-                return Err(crate::train::config_mismatch(out, &existing, run));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if out.join("search_log.jsonl").exists() {
-                tracing::warn!(
-                    "{}: a search log without search.json (an older search); resuming it as this search",
-                    out.display()
-                );
-            }
-            let text = serde_json::to_string_pretty(run).map_err(|e| file_err(&e))?;
-            Ok(hetvis_models::onnx::export::write_atomic(
-                &path,
-                text.as_bytes(),
-            )?)
-        }
-        Err(e) => Err(file_err(&e)),
+    if !path.exists() && out.join("search_log.jsonl").exists() {
+        tracing::warn!(
+            "{}: a search log without search.json (an older search); resuming it as this search",
+            out.display()
+        );
     }
+    crate::train::claim_record(out, &path, run)
 }
 
 /// Runs (or resumes) a search into `out`. With `rescore` (an evaluator and a count), the winner is the best of

@@ -200,6 +200,23 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
     Ok(write_atomic(path, text.as_bytes())?)
 }
 
+/// Records `wanted` at `path` (a run directory's identity: `run.json`, `supernet.json`, `search.json`), or
+/// checks it against the record there: a directory resumes only the run it was made for.
+pub fn claim_record<T>(dir: &Path, path: &Path, wanted: &T) -> Result<(), TrainError>
+where
+    T: Serialize + for<'de> Deserialize<'de> + PartialEq,
+{
+    if path.exists() {
+        let existing: T = read_json(path)?;
+        if &existing != wanted {
+            return Err(config_mismatch(dir, &existing, wanted));
+        }
+        Ok(())
+    } else {
+        write_json(path, wanted)
+    }
+}
+
 /// A finished gallery run, loaded for a query run: frozen network, frozen classifier, compat id.
 pub struct GalleryRun {
     pub dir: PathBuf,
@@ -311,15 +328,7 @@ pub fn run(
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-    let run_json = dir.join("run.json");
-    if run_json.exists() {
-        let existing: RunConfig = read_json(&run_json)?;
-        if &existing != config {
-            return Err(config_mismatch(dir, &existing, config));
-        }
-    } else {
-        write_json(&run_json, config)?;
-    }
+    claim_record(dir, &dir.join("run.json"), config)?;
     let model_json = dir.join("model.json");
     if model_json.exists() && dir.join("model.onnx").exists() {
         let manifest = ModelManifest::load(&model_json).map_err(|e| file_err(&model_json, e))?;
