@@ -14,10 +14,7 @@ pub const DIM: usize = 32;
 /// Writes a MobileNetV2 x0.25 (small stem, 24 px, 32-d) model to `dir/<name>.onnx`.
 pub fn write(dir: &Path, name: &str, role: Role, compat_id: &str, seed: u64) -> PathBuf {
     let spec = ModelSpec::new(
-        Backbone::Mobilenetv2(MobileNetV2Spec {
-            width: 0.25,
-            stem: Stem::Small,
-        }),
+        Backbone::Mobilenetv2(MobileNetV2Spec::new(0.25, Stem::Small)),
         24,
         DIM,
     );

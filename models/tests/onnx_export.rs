@@ -269,10 +269,7 @@ fn small_specs() -> Vec<ModelSpec> {
             16,
         ),
         ModelSpec::new(
-            Backbone::Mobilenetv2(MobileNetV2Spec {
-                width: 0.25,
-                stem: Stem::Small,
-            }),
+            Backbone::Mobilenetv2(MobileNetV2Spec::new(0.25, Stem::Small)),
             16,
             16,
         ),

@@ -23,10 +23,7 @@ pub fn model(
     dim: usize,
 ) -> PathBuf {
     let spec = ModelSpec::new(
-        Backbone::Mobilenetv2(MobileNetV2Spec {
-            width: 0.25,
-            stem: Stem::Small,
-        }),
+        Backbone::Mobilenetv2(MobileNetV2Spec::new(0.25, Stem::Small)),
         24,
         dim,
     );

@@ -17,10 +17,7 @@ fn write_png(path: &Path, shade: u8) {
 fn export_inspect_and_embed_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let spec = ModelSpec::new(
-        Backbone::Mobilenetv2(MobileNetV2Spec {
-            width: 0.25,
-            stem: Stem::Small,
-        }),
+        Backbone::Mobilenetv2(MobileNetV2Spec::new(0.25, Stem::Small)),
         24,
         32,
     );

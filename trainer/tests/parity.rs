@@ -55,10 +55,7 @@ fn specs(size: usize) -> Vec<ModelSpec> {
             32,
         ),
         ModelSpec::new(
-            Backbone::Mobilenetv2(MobileNetV2Spec {
-                width: 0.5,
-                stem: small,
-            }),
+            Backbone::Mobilenetv2(MobileNetV2Spec::new(0.5, small)),
             size,
             32,
         ),

@@ -53,10 +53,7 @@ fn built(n: usize) -> Index {
 
 fn model_manifest(role: Role, compat: &str, dim: usize) -> ModelManifest {
     let spec = ModelSpec::new(
-        Backbone::Mobilenetv2(MobileNetV2Spec {
-            width: 0.25,
-            stem: Stem::Small,
-        }),
+        Backbone::Mobilenetv2(MobileNetV2Spec::new(0.25, Stem::Small)),
         24,
         dim,
     );

@@ -74,10 +74,7 @@ impl Backbone {
             "resnet18" | "resnet34" | "resnet50" | "resnet101" | "resnet152" => Backbone::Resnet(
                 ResNetSpec::new(name["resnet".len()..].parse().expect("listed depth")),
             ),
-            "mobilenetv2" => Backbone::Mobilenetv2(MobileNetV2Spec {
-                width: 1.0,
-                stem: Stem::Imagenet,
-            }),
+            "mobilenetv2" => Backbone::Mobilenetv2(MobileNetV2Spec::new(1.0, Stem::Imagenet)),
             "shufflenetv2" | "shufflenetv2-1.0x" => shuffle(ShuffleWidth::X1_0),
             "shufflenetv2-0.5x" => shuffle(ShuffleWidth::X0_5),
             "shufflenetv2-1.5x" => shuffle(ShuffleWidth::X1_5),
