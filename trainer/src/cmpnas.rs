@@ -208,6 +208,12 @@ pub fn train_supernet(
     // earlier in this process.
     tch::manual_seed(run.seed as i64);
     let mut sn = run.build(device)?;
+    if run.loss == SupernetLoss::Bct
+        && run.classifier.init == crate::preset::HeadInit::Gallery
+        && !sn.head.start_from(&gallery.head)
+    {
+        tracing::warn!("gallery classifier has other classes; the super-network starts a new one");
+    }
     let mut rng = StdRng::seed_from_u64(run.seed);
     let p = run.preset;
     let name = dir

@@ -29,6 +29,16 @@ impl CosineHead {
         Self { weight, config }
     }
 
+    /// Copies `other`'s class weights into this head when the shapes agree (same classes and dimension);
+    /// returns whether it did.
+    pub fn start_from(&self, other: &CosineHead) -> bool {
+        if other.weight.size() != self.weight.size() {
+            return false;
+        }
+        tch::no_grad(|| self.weight.shallow_clone().copy_(&other.weight));
+        true
+    }
+
     /// Logits for normalised embeddings `e` `[N, dim]`; with labels, the margin is taken off the true class.
     pub fn logits(&self, e: &Tensor, labels: Option<&Tensor>) -> Tensor {
         let w = &self.weight
@@ -70,6 +80,7 @@ mod tests {
             ClassifierPreset {
                 scale: 10.0,
                 margin: 0.5,
+                init: crate::preset::HeadInit::Random,
             },
         );
         let e = Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]);
@@ -94,5 +105,42 @@ mod tests {
                 .double_value(&[])
                 < head.loss(&e, &y).double_value(&[])
         );
+    }
+
+    #[test]
+    fn a_head_starts_from_another_only_with_the_same_shape() {
+        let cls = ClassifierPreset {
+            scale: 16.0,
+            margin: 0.2,
+            init: crate::preset::HeadInit::Gallery,
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let gallery = CosineHead::new(&(vs.root() / "g"), 4, 8, cls);
+        let query = CosineHead::new(&(vs.root() / "q"), 4, 8, cls);
+        let other = CosineHead::new(&(vs.root() / "o"), 5, 8, cls);
+        let other_before = other.weight.copy();
+        assert!(!query.weight.allclose(&gallery.weight, 1e-6, 1e-6, false));
+        assert!(query.start_from(&gallery));
+        assert!(query.weight.equal(&gallery.weight));
+        // Still its own trainable variable, not an alias of the gallery's.
+        let _zeroed = tch::no_grad(|| query.weight.shallow_clone().fill_(0.0));
+        assert!(gallery.weight.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0);
+        // Other classes: refused, weights untouched.
+        assert!(!other.start_from(&gallery));
+        assert!(other.weight.equal(&other_before));
+    }
+
+    #[test]
+    fn a_classifier_without_init_reads_as_random_and_writes_without_it() {
+        let old: ClassifierPreset =
+            serde_json::from_str(r#"{"scale": 16.0, "margin": 0.2}"#).unwrap();
+        assert_eq!(old.init, crate::preset::HeadInit::Random);
+        assert!(!serde_json::to_string(&old).unwrap().contains("init"));
+        let g = ClassifierPreset {
+            init: crate::preset::HeadInit::Gallery,
+            ..old
+        };
+        let text = serde_json::to_string(&g).unwrap();
+        assert!(text.contains(r#""init":"gallery""#), "{text}");
     }
 }

@@ -41,6 +41,29 @@ pub struct GalleryPreset {
 pub struct ClassifierPreset {
     pub scale: f64,
     pub margin: f64,
+    /// How a compatible query model's own classifier starts (BCT and L2 query runs, BCT super-networks).
+    /// Absent in JSON means `random`, so existing run records read unchanged.
+    #[serde(default, skip_serializing_if = "HeadInit::is_random")]
+    pub init: HeadInit,
+}
+
+/// The starting weights of a query model's own classifier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadInit {
+    /// Small random weights, as BCT's reference code starts a new model's classifier.
+    #[default]
+    Random,
+    /// A copy of the gallery's classifier when the classes are the same. A random start puts the query's own
+    /// class directions almost orthogonal to the gallery's, so the embedding has to serve two unrelated
+    /// 10-D geometries; from the gallery's, both losses pull towards the same one.
+    Gallery,
+}
+
+impl HeadInit {
+    fn is_random(&self) -> bool {
+        *self == HeadInit::Random
+    }
 }
 
 /// Knowledge distillation of the gallery's logits (`query --mode kd`): `weight * T^2 * KL` at temperature `T`.

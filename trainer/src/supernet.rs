@@ -276,6 +276,7 @@ mod tests {
         let cls = ClassifierPreset {
             scale: 16.0,
             margin: 0.2,
+            init: crate::preset::HeadInit::Random,
         };
         SuperNet::new(space, 16, 8, 4, cls, Device::Cpu).unwrap()
     }

@@ -44,6 +44,7 @@ pub fn measure(
         ClassifierPreset {
             scale: 16.0,
             margin: 0.2,
+            init: crate::preset::HeadInit::Random,
         },
     );
     let mut opt = nn::Sgd {

@@ -18,7 +18,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::{augment, Dataset};
 use crate::head::CosineHead;
-use crate::preset::{ClassifierPreset, KdPreset, Schedule};
+use crate::preset::{ClassifierPreset, HeadInit, KdPreset, Schedule};
 use crate::tch_net::{load_into, TchNet};
 
 /// How a query model is trained.
@@ -384,12 +384,15 @@ pub fn run(
         init_net(&vs, &config.spec, &Weights::load(path)?)?;
         tracing::info!(init = %path.display(), "network initialised from weights");
     }
-    if let (Some(QueryMode::Finetune), Some(g)) = (mode, &gallery) {
-        // Fine-tuning starts from the gallery's classifier too, when the classes are the same.
-        if g.head.weight.size() == head.weight.size() {
-            tch::no_grad(|| head.weight.shallow_clone().copy_(&g.head.weight));
-        } else {
-            tracing::warn!("gallery classifier has other classes; fine-tuning starts a new one");
+    if let (Some(mode), Some(g)) = (mode, &gallery) {
+        // Fine-tuning starts from the gallery's classifier too, and so do compatible modes when the preset asks;
+        // only when the classes are the same.
+        let from_gallery = mode == QueryMode::Finetune
+            || (mode.claims_gallery_space() && config.classifier.init == HeadInit::Gallery);
+        if from_gallery && !head.start_from(&g.head) {
+            tracing::warn!(
+                "gallery classifier has other classes; the query model starts a new one"
+            );
         }
     }
 
@@ -704,6 +707,7 @@ mod tests {
             ClassifierPreset {
                 scale: 16.0,
                 margin: 0.2,
+                init: crate::preset::HeadInit::Random,
             },
         );
         let query_vs = nn::VarStore::new(Device::Cpu);
