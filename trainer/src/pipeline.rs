@@ -90,10 +90,12 @@ pub fn baselines_for(budget: f64, p: &Preset) -> Vec<(String, ModelSpec)> {
     };
     let stem_of = |name: &str| p.baselines.get(name).map_or(Stem::Imagenet, stem);
     let off = |spec: &ModelSpec| (mmacs(spec).ln() - budget.ln()).abs();
+    // The candidate closest to the budget, with its distance; each candidate is lowered and counted once.
     let closest = |cands: Vec<ModelSpec>| {
         cands
             .into_iter()
-            .min_by(|a, b| off(a).total_cmp(&off(b)))
+            .map(|spec| (off(&spec), spec))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
             .expect("non-empty candidate list")
     };
     let mnv2_rounded_to = |round_to: usize| {
@@ -109,17 +111,17 @@ pub fn baselines_for(budget: f64, p: &Preset) -> Vec<(String, ModelSpec)> {
         )
     };
     let published = mnv2_rounded_to(PUBLISHED_ROUNDING);
-    let mnv2 = if off(&published) <= BASELINE_TOLERANCE.ln() {
+    let (_, mnv2) = if published.0 <= BASELINE_TOLERANCE.ln() {
         published
     } else {
         let finer = mnv2_rounded_to(PUBLISHED_ROUNDING / 2);
-        if off(&finer) < off(&published) {
+        if finer.0 < published.0 {
             finer
         } else {
             published
         }
     };
-    let shuffle = closest(
+    let (_, shuffle) = closest(
         [
             ShuffleWidth::X0_5,
             ShuffleWidth::X1_0,
