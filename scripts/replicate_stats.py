@@ -96,7 +96,7 @@ def main(path):
             a, b = values(searched, side, metric), values(qs, side, metric)
             p = welch_p(a, b)
             diff = statistics.mean(a) - statistics.mean(b)
-            cells.append(f"{diff:+.1f}" + ("" if p is None else f" (p {p:.2f})" if p >= 0.001 else " (p < 0.001)"))
+            cells.append(f"{diff:+.1f}" + ("" if p is None else f" (p {p:.2f})" if p >= 0.01 else f" (p {p:.3f})" if p >= 0.001 else " (p < 0.001)"))
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -514,21 +514,28 @@ pub struct RescoreBasis {
     pub bn_batches: usize,
 }
 
-/// The best `n` candidates, best first.
-pub fn best_n(all: &[Candidate], n: usize) -> Vec<Candidate> {
+/// The best `n` distinct networks of `space`, best first. A log written before searches compared canonical
+/// widths ([`SposSpec::canonical`]) can hold one network under two choice vectors; only its first is kept.
+pub fn best_n(all: &[Candidate], n: usize, space: &SposSpace) -> Vec<Candidate> {
     let mut v = all.to_vec();
     v.sort_by(|a, b| b.rewards.reward.total_cmp(&a.rewards.reward));
+    let mut networks = std::collections::HashSet::new();
+    v.retain(|c| {
+        let net = c.spec(space).canonical();
+        networks.insert((net.blocks, net.widths))
+    });
     v.truncate(n);
     v
 }
 
-/// Re-scores the `top` best of `all` with `score`; returns them best first by the new reward.
+/// Re-scores the `top` best networks of `all` with `score`; returns them best first by the new reward.
 pub fn rescore(
     all: &[Candidate],
     top: usize,
+    space: &SposSpace,
     mut score: impl FnMut(&Candidate) -> Result<Rewards, String>,
 ) -> Result<Vec<Candidate>, String> {
-    let mut finalists = best_n(all, top);
+    let mut finalists = best_n(all, top, space);
     for c in &mut finalists {
         c.rewards = score(c)?;
     }
@@ -646,7 +653,7 @@ pub fn search_dir(
         }
         (Some((rescorer, top)), None) if top > 1 => {
             let score = |c: &Candidate| rescorer.evaluate(sn, &c.spec(&sn.space));
-            let f = rescore(&all, top, score).map_err(|message| TrainError::File {
+            let f = rescore(&all, top, &sn.space, score).map_err(|message| TrainError::File {
                 path: out.to_owned(),
                 message,
             })?;
@@ -731,7 +738,7 @@ mod tests {
         ];
         let truth = [0.5, 0.6, 0.8, 0.99];
         let mut scored = Vec::new();
-        let finalists = rescore(&all, 3, |c| {
+        let finalists = rescore(&all, 3, &SposSpace::default(), |c| {
             scored.push(c.blocks[0]);
             let r = truth[c.blocks[0] as usize];
             Ok(Rewards {
@@ -746,6 +753,25 @@ mod tests {
         let order: Vec<u8> = finalists.iter().map(|c| c.blocks[0]).collect();
         assert_eq!(order, [2, 1, 0]);
         assert_eq!(finalists[0].rewards.reward, 0.8);
+    }
+
+    #[test]
+    fn the_best_networks_count_one_network_logged_under_two_width_choices_once() {
+        // x0.1: width choices 0 and 1 of layer 3 are both one mid channel, so the two best are one network.
+        let narrow = SposSpace::new(0.1, hetvis_models::arch::Stem::Small);
+        let mut alias = candidate(0.9, 0);
+        alias.widths[3] = 0;
+        let mut twin = candidate(0.9, 0);
+        twin.widths[3] = 1;
+        let all = vec![alias, twin, candidate(0.8, 1), candidate(0.7, 2)];
+        let top: Vec<(u8, u8)> = best_n(&all, 3, &narrow)
+            .iter()
+            .map(|c| (c.blocks[0], c.widths[3]))
+            .collect();
+        assert_eq!(top, [(0, 0), (1, 4), (2, 4)]);
+        // In the full space those widths differ, and both are kept.
+        assert_eq!(best_n(&all, 3, &SposSpace::default()).len(), 3);
+        assert_eq!(best_n(&all, 3, &SposSpace::default())[1].widths[3], 1);
     }
 
     /// A `supernet.json` as written before under-budget sampling existed.

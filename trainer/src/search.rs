@@ -4,8 +4,8 @@
 //! `select` best architectures seen so far (elitism across generations) as parents and makes `crossover`
 //! children by uniform crossover of two parents and `population - crossover` by mutation (each layer's block and
 //! width re-drawn with probability `mutation_prob`); any child is replaced by a fresh random architecture with
-//! probability `random_prob`. Children over the FLOPs limit, and architectures already evaluated, are rejected
-//! before evaluation. Every evaluated candidate is appended to a JSONL log; a re-run resumes from it (each
+//! probability `random_prob`. Children over the FLOPs limit, and architectures already evaluated (compared as
+//! networks: two width choices that round to one width are one choice), are rejected before evaluation. Every evaluated candidate is appended to a JSONL log; a re-run resumes from it (each
 //! generation's random stream is seeded from the seed and the generation, so a resumed run proposes the same
 //! candidates).
 
@@ -80,8 +80,10 @@ impl Candidate {
 
 type Key = (Vec<u8>, Vec<u8>);
 
+/// What makes two architectures one network: blocks and canonical widths ([`SposSpec::canonical`]).
 fn key(a: &SposSpec) -> Key {
-    (a.blocks.clone(), a.widths.clone())
+    let c = a.canonical();
+    (c.blocks, c.widths)
 }
 
 /// Uniform crossover: each layer's (block, width) pair from one parent or the other.
@@ -168,10 +170,7 @@ pub fn run(
         message: e.to_string(),
     };
     let mut all = read_log(log)?;
-    let mut seen: HashSet<Key> = all
-        .iter()
-        .map(|c| (c.blocks.clone(), c.widths.clone()))
-        .collect();
+    let mut seen: HashSet<Key> = all.iter().map(|c| key(&c.spec(space))).collect();
     let mut writer = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -188,10 +187,7 @@ pub fn run(
             .filter(|c| c.generation < generation)
             .cloned()
             .collect();
-        let earlier_keys: HashSet<Key> = earlier
-            .iter()
-            .map(|c| (c.blocks.clone(), c.widths.clone()))
-            .collect();
+        let earlier_keys: HashSet<Key> = earlier.iter().map(|c| key(&c.spec(space))).collect();
         let parents: Vec<SposSpec> = top_k(&earlier, config.select)
             .iter()
             .map(|c| c.spec(space))
@@ -417,10 +413,7 @@ mod tests {
         )
         .unwrap();
         assert!(all.iter().all(|c| c.mmacs <= limit));
-        let keys: HashSet<Key> = all
-            .iter()
-            .map(|c| (c.blocks.clone(), c.widths.clone()))
-            .collect();
+        let keys: HashSet<Key> = all.iter().map(|c| key(&c.spec(&space()))).collect();
         assert_eq!(keys.len(), all.len(), "an architecture was evaluated twice");
         // Elitism: the best reward so far never drops, and it improves on generation 0.
         assert!(bests.windows(2).all(|w| w[1] >= w[0]), "{bests:?}");
@@ -444,6 +437,76 @@ mod tests {
         assert_eq!(evaluated, 0);
         // ... and reports the same progress per generation, not the final best for every one.
         assert_eq!(resumed_bests, bests);
+        assert_eq!(again.len(), all.len());
+    }
+
+    #[test]
+    fn a_logged_network_is_known_under_either_of_two_width_choices_that_make_it() {
+        // x0.1 (the 80x tier): in the first stage, scales 0.2 and 0.4 both round to one mid channel, and 1.0
+        // and 1.2 to four. Rewrite a finished search's log with the twin choices (the same networks, the same
+        // rewards): resumed, the search must find every network it proposes already evaluated.
+        let space = SposSpace::new(0.1, hetvis_models::arch::Stem::Small);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("search_log.jsonl");
+        let config = SearchConfig {
+            generations: 4,
+            population: 12,
+            select: 4,
+            crossover: 6,
+            mutation_prob: 0.1,
+            random_prob: 0.1,
+            seed: 5,
+        };
+        let reward = |a: &SposSpec| {
+            let x = (0..LAYERS)
+                .filter(|&i| a.blocks[i] as usize == i % 4)
+                .count() as f64;
+            Ok(Rewards {
+                homogeneous: 0.0,
+                heterogeneous: x,
+                reward: x,
+            })
+        };
+        let limit = flops(&SposSpec::reference_in(space.clone()));
+        let all = run(&space, &config, limit, &log, flops, reward, |_, _, _| {}).unwrap();
+        let networks: HashSet<Key> = all.iter().map(|c| key(&c.spec(&space))).collect();
+        assert_eq!(networks.len(), all.len(), "one network evaluated twice");
+
+        let mut twins = 0;
+        let lines: Vec<String> = all
+            .iter()
+            .map(|c| {
+                let mut t = c.clone();
+                for w in &mut t.widths[..4] {
+                    if *w == 0 || *w == 4 {
+                        *w += 1;
+                        twins += 1;
+                    }
+                }
+                assert_eq!(key(&t.spec(&space)), key(&c.spec(&space)));
+                serde_json::to_string(&t).unwrap()
+            })
+            .collect();
+        assert!(twins > 0);
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+        let mut evaluated = 0;
+        let again = run(
+            &space,
+            &config,
+            limit,
+            &log,
+            flops,
+            |a| {
+                evaluated += 1;
+                reward(a)
+            },
+            |_, _, _| {},
+        )
+        .unwrap();
+        assert_eq!(
+            evaluated, 0,
+            "a logged network evaluated again under its twin choice"
+        );
         assert_eq!(again.len(), all.len());
     }
 

@@ -197,6 +197,30 @@ impl SposSpec {
         self.widths.get(layer).copied().unwrap_or(DEFAULT_WIDTH)
     }
 
+    /// The same network with every width choice at the smallest index that gives its layer the same mid
+    /// channels. In a narrow space two choices can round to one width (x0.1: the first stage's 4 mid channels
+    /// at scale 0.2 and 0.4 are both 1), so two choice vectors can be one network; a search compares canonical
+    /// forms so that it does not evaluate one network twice.
+    pub fn canonical(&self) -> SposSpec {
+        let widths = self
+            .space
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mid = layer.mid(self.width(i));
+                (0..WIDTH_CHOICES as u8)
+                    .find(|&w| layer.mid(w) == mid)
+                    .unwrap_or(self.width(i))
+            })
+            .collect();
+        SposSpec {
+            space: self.space.clone(),
+            blocks: self.blocks.clone(),
+            widths,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ArchError> {
         self.space.validate()?;
         if self.blocks.len() != LAYERS {
@@ -390,6 +414,49 @@ pub fn choice_unit(layer: &ChoiceLayer, block: u8, width: u8, affine: bool) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_widths_merge_only_choices_that_give_a_layer_the_same_channels() {
+        let spec = |space: &SposSpace, widths: Vec<u8>| SposSpec {
+            space: space.clone(),
+            blocks: REFERENCE_BLOCKS.to_vec(),
+            widths,
+        };
+        // x0.1: the first stage's units have 4 mid channels at scale 1.0, so scales 0.2 and 0.4 both give 1
+        // channel and 1.0 and 1.2 both give 4.
+        let narrow = SposSpace::new(0.1, Stem::Small);
+        let layer = narrow.layers()[3];
+        assert_eq!(
+            (layer.mid(0), layer.mid(1), layer.mid(4), layer.mid(5)),
+            (1, 1, 4, 4)
+        );
+        let mut widths = vec![DEFAULT_WIDTH; LAYERS];
+        widths[3] = 1;
+        widths[2] = 5;
+        let a = spec(&narrow, widths.clone());
+        let c = a.canonical();
+        assert_eq!((c.widths[3], c.widths[2]), (0, 4));
+        assert_eq!(c.canonical(), c, "canonical is a fixed point");
+        let macs = |s: &SposSpec| {
+            let spec = crate::arch::ModelSpec::new(crate::arch::Backbone::Spos(s.clone()), 32, 16);
+            crate::flops::count(&spec.lower().unwrap()).unwrap().macs
+        };
+        assert_eq!(macs(&a), macs(&c), "the same network");
+        // A layer whose widths all differ keeps its choice, and so does every layer of the full space.
+        widths[12] = 1;
+        assert_eq!(spec(&narrow, widths.clone()).canonical().widths[12], 1);
+        let full = SposSpace::default();
+        for w in 0..WIDTH_CHOICES as u8 {
+            let s = spec(&full, vec![w; LAYERS]);
+            assert_eq!(
+                s.canonical(),
+                SposSpec {
+                    widths: vec![w; LAYERS],
+                    ..s.clone()
+                }
+            );
+        }
+    }
 
     #[test]
     fn the_stem_keeps_up_to_16_channels_below_multiplier_one_unless_a_legacy_spec_scales_it() {

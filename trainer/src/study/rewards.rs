@@ -98,7 +98,7 @@ pub fn run(
             let all = read_log(&search_dir.join("search_log.jsonl"))
                 .map_err(|e| StudyError::Invalid(e.to_string()))?;
             let mut names = Vec::new();
-            for c in best_n(&all, study.top) {
+            for c in best_n(&all, study.top, &space) {
                 let arch = c.spec(&space);
                 let key = arch_key(&arch);
                 let dir = out.join("archs").join(&key);
