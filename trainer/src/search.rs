@@ -5,9 +5,9 @@
 //! children by uniform crossover of two parents and `population - crossover` by mutation (each layer's block and
 //! width re-drawn with probability `mutation_prob`); any child is replaced by a fresh random architecture with
 //! probability `random_prob`. Children over the FLOPs limit, and architectures already evaluated (compared as
-//! networks: two width choices that round to one width are one choice), are rejected before evaluation. Every evaluated candidate is appended to a JSONL log; a re-run resumes from it (each
-//! generation's random stream is seeded from the seed and the generation, so a resumed run proposes the same
-//! candidates).
+//! networks: two width choices that round to one width are one choice), are rejected before evaluation. Every
+//! evaluated candidate is appended to a JSONL log; a re-run resumes from it (each generation's random stream is
+//! seeded from the seed and the generation, so a resumed run proposes the same candidates).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -84,6 +84,11 @@ type Key = (Vec<u8>, Vec<u8>);
 fn key(a: &SposSpec) -> Key {
     let c = a.canonical();
     (c.blocks, c.widths)
+}
+
+/// The choice vector as drawn (widths filled in), which is how the log records a candidate.
+fn choices(a: &SposSpec) -> Key {
+    (a.blocks.clone(), (0..LAYERS).map(|i| a.width(i)).collect())
 }
 
 /// Uniform crossover: each layer's (block, width) pair from one parent or the other.
@@ -192,8 +197,16 @@ pub fn run(
             .iter()
             .map(|c| c.spec(space))
             .collect();
+        // What this generation logged, as drawn: a log written before candidates were compared as networks can
+        // hold a network twice, and its generations are replayed as they were proposed, not re-drawn.
+        let logged: HashSet<Key> = all
+            .iter()
+            .filter(|c| c.generation == generation)
+            .map(|c| (c.blocks.clone(), c.widths.clone()))
+            .collect();
         let mut proposed: Vec<SposSpec> = Vec::new();
         let mut proposed_keys: HashSet<Key> = HashSet::new();
+        let mut proposed_choices: HashSet<Key> = HashSet::new();
         let mut tries = 0usize;
         let budget = config.population * 200;
         while proposed.len() < config.population {
@@ -224,14 +237,20 @@ pub fn run(
                 )
             };
             let k = key(&child);
-            // Duplicates of this generation are skipped; candidates seen in earlier generations are known.
-            if proposed_keys.contains(&k) || earlier_keys.contains(&k) {
+            let drawn = choices(&child);
+            if proposed_choices.contains(&drawn) {
                 continue;
             }
-            if mmacs(&child) > max_mmacs {
+            // Duplicates of this generation are skipped; candidates seen in earlier generations are known.
+            if !logged.contains(&drawn)
+                && (proposed_keys.contains(&k)
+                    || earlier_keys.contains(&k)
+                    || mmacs(&child) > max_mmacs)
+            {
                 continue;
             }
             proposed_keys.insert(k);
+            proposed_choices.insert(drawn);
             proposed.push(child);
         }
         for arch in proposed {
