@@ -520,10 +520,7 @@ pub fn best_n(all: &[Candidate], n: usize, space: &SposSpace) -> Vec<Candidate> 
     let mut v = all.to_vec();
     v.sort_by(|a, b| b.rewards.reward.total_cmp(&a.rewards.reward));
     let mut networks = std::collections::HashSet::new();
-    v.retain(|c| {
-        let net = c.spec(space).canonical();
-        networks.insert((net.blocks, net.widths))
-    });
+    v.retain(|c| networks.insert(search::key(&c.spec(space))));
     v.truncate(n);
     v
 }

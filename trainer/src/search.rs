@@ -78,10 +78,10 @@ impl Candidate {
     }
 }
 
-type Key = (Vec<u8>, Vec<u8>);
+pub type Key = (Vec<u8>, Vec<u8>);
 
 /// What makes two architectures one network: blocks and canonical widths ([`SposSpec::canonical`]).
-fn key(a: &SposSpec) -> Key {
+pub fn key(a: &SposSpec) -> Key {
     let c = a.canonical();
     (c.blocks, c.widths)
 }
@@ -341,6 +341,18 @@ mod tests {
             .mmacs()
     }
 
+    /// Layers whose block matches a target pattern: a property the search can climb.
+    fn block_pattern_reward(a: &SposSpec) -> Result<Rewards, String> {
+        let x = (0..LAYERS)
+            .filter(|&i| a.blocks[i] as usize == i % 4)
+            .count() as f64;
+        Ok(Rewards {
+            homogeneous: 0.0,
+            heterogeneous: x,
+            reward: x,
+        })
+    }
+
     #[test]
     fn uniform_sampling_covers_every_choice() {
         let mut rng = StdRng::seed_from_u64(1);
@@ -409,17 +421,7 @@ mod tests {
             random_prob: 0.1,
             seed: 3,
         };
-        // Reward: layers whose block matches a target pattern (a property the search can climb).
-        let reward = |a: &SposSpec| {
-            let x = (0..LAYERS)
-                .filter(|&i| a.blocks[i] as usize == i % 4)
-                .count() as f64;
-            Ok(Rewards {
-                homogeneous: 0.0,
-                heterogeneous: x,
-                reward: x,
-            })
-        };
+        let reward = block_pattern_reward;
         let mut bests = Vec::new();
         let all = run(
             &space(),
@@ -476,16 +478,7 @@ mod tests {
             random_prob: 0.1,
             seed: 5,
         };
-        let reward = |a: &SposSpec| {
-            let x = (0..LAYERS)
-                .filter(|&i| a.blocks[i] as usize == i % 4)
-                .count() as f64;
-            Ok(Rewards {
-                homogeneous: 0.0,
-                heterogeneous: x,
-                reward: x,
-            })
-        };
+        let reward = block_pattern_reward;
         let limit = flops(&SposSpec::reference_in(space.clone()));
         let all = run(&space, &config, limit, &log, flops, reward, |_, _, _| {}).unwrap();
         let networks: HashSet<Key> = all.iter().map(|c| key(&c.spec(&space))).collect();
