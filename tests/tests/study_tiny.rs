@@ -226,6 +226,107 @@ fn tiny_studies_prune_sample_search_and_report() {
         .unwrap()
         .contains("| vanilla | R3 |"));
 
+    // Does a super-network rank architectures as their retraining does? Random architectures at 4x, scored by
+    // the ablation's BCT super-network (same space and gallery) as well as retrained.
+    let k = dir.path().join("random-ranked");
+    let bct_supernet = s(&w.join("supernet-bct"));
+    train(&[
+        "study",
+        "random-archs",
+        "--gallery",
+        &s(&g),
+        "--n",
+        "3",
+        "--tier",
+        "4x",
+        "--supernet",
+        &bct_supernet,
+        "--out",
+        &s(&k),
+    ]);
+    let ranked = json(&k.join("random_archs.json"));
+    for a in ranked["archs"].as_array().unwrap() {
+        let w = &a["supernet"];
+        let (hom, het) = (
+            w["homogeneous"].as_f64().unwrap(),
+            w["heterogeneous"].as_f64().unwrap(),
+        );
+        assert!(
+            (0.0..=1.0).contains(&hom) && (0.0..=1.0).contains(&het),
+            "{w}"
+        );
+        assert!(
+            (w["reward"].as_f64().unwrap() - (hom + het)).abs() < 1e-9,
+            "R3 = hom. + het.: {w}"
+        );
+    }
+    // Each tau is in [-1, 1], or undefined (null) where the tiny preset's retrained models all tie.
+    let ranking = &ranked["supernet_ranking"];
+    for (tau, side) in [
+        ("reward_vs_heterogeneous", "heterogeneous"),
+        ("homogeneous_vs_homogeneous", "homogeneous"),
+    ] {
+        let accuracies: Vec<f64> = ranked["archs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["bct"][side]["top1"].as_f64().unwrap())
+            .collect();
+        match ranking[tau].as_f64() {
+            Some(t) => assert!((-1.0..=1.0).contains(&t), "{tau}: {ranking}"),
+            None => assert!(
+                accuracies.iter().all(|a| *a == accuracies[0]),
+                "{tau} undefined although the accuracies differ: {accuracies:?}"
+            ),
+        }
+    }
+    let md = std::fs::read_to_string(k.join("random_archs.md")).unwrap();
+    assert!(
+        md.contains("Super-network") && md.contains("R3 vs het."),
+        "{md}"
+    );
+    // A super-network of another space is refused before anything is trained (a copy of the record whose
+    // space is x0.5, not the study's).
+    let foreign = dir.path().join("supernet-other-space");
+    std::fs::create_dir_all(&foreign).unwrap();
+    let mut record = json(&w.join("supernet-bct/supernet.json"));
+    assert_ne!(record["space"]["multiplier"], 0.5);
+    record["space"]["multiplier"] = 0.5.into();
+    std::fs::write(foreign.join("supernet.json"), record.to_string()).unwrap();
+    std::fs::copy(
+        w.join("supernet-bct/checkpoint.json"),
+        foreign.join("checkpoint.json"),
+    )
+    .unwrap();
+    let other = dir.path().join("random-mismatch");
+    let out = bare_command("hetvis-train")
+        .args([
+            "--device",
+            "cpu",
+            "--preset-file",
+            &presets,
+            "study",
+            "random-archs",
+            "--gallery",
+            &s(&g),
+            "--n",
+            "2",
+            "--tier",
+            "4x",
+            "--supernet",
+            &s(&foreign),
+            "--out",
+            &s(&other),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("another space"),
+        "{err}"
+    );
+    assert!(!other.join("arch-00").exists());
+
     // A re-run finds everything trained and only re-evaluates.
     let start = std::time::Instant::now();
     train(&random_archs);

@@ -178,7 +178,8 @@ impl SupernetRun {
     }
 }
 
-fn read_run(dir: &Path) -> Result<SupernetRun, TrainError> {
+/// The record of a super-network directory (`supernet.json`), without loading its weights.
+pub fn read_run(dir: &Path) -> Result<SupernetRun, TrainError> {
     let path = dir.join("supernet.json");
     let text = std::fs::read_to_string(&path).map_err(|e| TrainError::File {
         path: path.clone(),

@@ -233,6 +233,10 @@ enum StudyCommand {
         /// The accuracy plotted and rank-correlated.
         #[arg(long, value_enum, default_value_t = RewardMetric::Top1)]
         metric: RewardMetric,
+        /// A finished super-network of the tier (same space and gallery): also score every architecture with it
+        /// and report how its ranking agrees with the retrained accuracies (Kendall's tau).
+        #[arg(long)]
+        supernet: Option<PathBuf>,
         #[command(flatten)]
         data: DataArgs,
         #[arg(long)]
@@ -675,6 +679,7 @@ fn run_study(ctx: &Ctx, study: StudyCommand) -> anyhow::Result<()> {
             n,
             tier,
             metric,
+            supernet,
             out,
             ..
         } => {
@@ -683,6 +688,7 @@ fn run_study(ctx: &Ctx, study: StudyCommand) -> anyhow::Result<()> {
                 tier,
                 metric,
                 seed: pctx.seed,
+                supernet,
             };
             let r = study::random_archs::run(&pctx, &gallery, &s, &out, &ort)?;
             print!("{}", study::random_archs::markdown(&r));

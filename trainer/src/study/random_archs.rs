@@ -5,6 +5,11 @@
 //!   tau of each: a low tau in (b) says ordinary NAS (which ranks by homogeneous accuracy) cannot find the
 //!   compatible architecture; a higher one in (c) says BCT makes the two rankings agree.
 //!
+//! - With `--supernet DIR` (a finished super-network of the same space and gallery), every drawn architecture is
+//!   also scored by it as the search's finalists are (inherited weights, BN recalibrated, the whole validation
+//!   split), and Kendall's tau of those scores against the retrained BCT accuracies says whether the
+//!   super-network can rank architectures at all: a search over it is only as good as that ranking.
+//!
 //! Layout of `OUT`: `archs.json` (the drawn architectures), `arch-NN/{bct,independent}` run directories,
 //! `eval/`, `random_archs.json`, `random_archs.md` and the plots `a_het_vs_mmacs.svg`,
 //! `b_vanilla_hom_vs_het.svg`, `c_bct_hom_vs_het.svg`.
@@ -12,7 +17,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use hetvis_models::arch::{Backbone, SposSpec};
+use hetvis_models::arch::{Backbone, SposSpace, SposSpec};
 use hetvis_models::runtime::SessionConfig;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -22,20 +27,23 @@ use super::{
     evaluate, gallery_manifest, kendall_tau, label, metric_of, pct, result, to_json, write,
     StudyError,
 };
-use crate::cmpnas::RewardMetric;
+use crate::cmpnas::{self, Evaluator, Reward, RewardMetric};
 use crate::eval::Metrics;
 use crate::pipeline::{Context, Tier};
 use crate::plot::{scatter, Series};
+use crate::search::Rewards;
 use crate::supernet::sample;
-use crate::train::{self, QueryMode};
+use crate::train::{self, GalleryRun, QueryMode};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RandomArchsStudy {
     pub n: usize,
     pub tier: Tier,
     /// The accuracy the plots and rank correlations use.
     pub metric: RewardMetric,
     pub seed: u64,
+    /// A trained super-network to score the drawn architectures with (its ranking is then compared).
+    pub supernet: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +60,22 @@ pub struct ArchResult {
     pub mmacs: f64,
     pub bct: Trained,
     pub vanilla: Trained,
+    /// The super-network's R3 score of this architecture (with `--supernet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supernet: Option<Rewards>,
+}
+
+/// Kendall's tau between a super-network's scores of the drawn architectures (R3 and its two parts, the
+/// preset's reward metric on the validation split) and their retrained BCT accuracy (the study's metric, test
+/// split). Near 0: the super-network cannot tell these architectures apart, whatever its search finds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupernetRanking {
+    pub supernet: PathBuf,
+    pub reward_metric: RewardMetric,
+    pub reward_vs_heterogeneous: f64,
+    pub reward_vs_homogeneous: f64,
+    pub heterogeneous_vs_heterogeneous: f64,
+    pub homogeneous_vs_homogeneous: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +93,8 @@ pub struct RandomArchsReport {
     pub tau_bct: f64,
     /// Lowest and highest heterogeneous accuracy under BCT (plot a's spread).
     pub bct_heterogeneous_range: (f64, f64),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supernet_ranking: Option<SupernetRanking>,
 }
 
 /// Draws `n` distinct architectures of `space`-like uniform samples whose MMACs lie within `window` of
@@ -130,6 +156,11 @@ pub fn run(
         &out.join("archs.json"),
         &to_json(&archs.iter().map(|(a, m)| (a, m)).collect::<Vec<_>>()),
     )?;
+    // Scored first: a super-network that cannot score these architectures fails before anything trains.
+    let scores = match &study.supernet {
+        Some(dir) => Some(score_with_supernet(ctx, gallery, dir, &space, &archs)?),
+        None => None,
+    };
     let modes = [QueryMode::Bct, QueryMode::Independent];
     let mut runs: Vec<PathBuf> = Vec::new();
     for (i, (arch, _)) in archs.iter().enumerate() {
@@ -162,6 +193,7 @@ pub fn run(
             mmacs: *mmacs,
             bct: trained(QueryMode::Bct)?,
             vanilla: trained(QueryMode::Independent)?,
+            supernet: scores.as_ref().map(|s| s[i]),
         });
     }
     let m = |t: &Metrics| metric_of(t, study.metric);
@@ -188,12 +220,101 @@ pub fn run(
         tau_vanilla: kendall_tau(&vh, &vx),
         tau_bct: kendall_tau(&bh, &bx),
         bct_heterogeneous_range: range,
+        supernet_ranking: study
+            .supernet
+            .as_ref()
+            .map(|dir| supernet_ranking(dir, ctx.preset.cmpnas.reward_metric, &results, &m)),
         archs: results,
     };
     write_plots(&r, out)?;
     write(&out.join("random_archs.json"), &to_json(&r))?;
     write(&out.join("random_archs.md"), &markdown(&r))?;
     Ok(r)
+}
+
+/// Scores each architecture with a finished super-network of the same space and gallery, as the search
+/// re-scores its finalists.
+fn score_with_supernet(
+    ctx: &Context,
+    gallery: &Path,
+    dir: &Path,
+    space: &SposSpace,
+    archs: &[(SposSpec, f64)],
+) -> Result<Vec<Rewards>, StudyError> {
+    let invalid = |why: String| StudyError::Invalid(format!("{}: {why}", dir.display()));
+    // Checked before the weights load: another space's weights would fail to load with a shape error.
+    let run = cmpnas::read_run(dir)?;
+    let done = train::epochs_done(dir);
+    if done < run.preset.epochs {
+        return Err(invalid(format!(
+            "the super-network has trained {done} of {} epochs",
+            run.preset.epochs
+        )));
+    }
+    if &run.space != space {
+        return Err(invalid(format!(
+            "a super-network of another space ({:?}) than the study's ({space:?})",
+            run.space
+        )));
+    }
+    let theirs = gallery_manifest(&run.gallery).map_err(|e| {
+        invalid(format!(
+            "its gallery {} is not readable: {e}",
+            run.gallery.display()
+        ))
+    })?;
+    if theirs.compat_id != gallery_manifest(gallery)?.compat_id {
+        return Err(invalid(format!(
+            "trained against another gallery ({}) than the study's ({})",
+            run.gallery.display(),
+            gallery.display()
+        )));
+    }
+    let (sn, _) = cmpnas::load_supernet(dir, ctx.device)?;
+    let g = GalleryRun::load(gallery, ctx.preset.classifier, ctx.device)?;
+    let evaluator = Evaluator::rescorer(
+        ctx.data,
+        &g,
+        &ctx.preset.cmpnas,
+        Reward::R3,
+        run.preset.batch,
+    );
+    let bar = crate::progress::bar(
+        archs.len() as u64,
+        "scoring with the super-network {bar:30} {pos}/{len} {elapsed}",
+    );
+    let mut scores = Vec::with_capacity(archs.len());
+    for (arch, _) in archs {
+        scores.push(evaluator.evaluate(&sn, arch).map_err(invalid)?);
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok(scores)
+}
+
+fn supernet_ranking(
+    dir: &Path,
+    reward_metric: RewardMetric,
+    results: &[ArchResult],
+    m: &dyn Fn(&Metrics) -> f64,
+) -> SupernetRanking {
+    let scored: Vec<(&Rewards, &Trained)> = results
+        .iter()
+        .filter_map(|r| r.supernet.as_ref().map(|s| (s, &r.bct)))
+        .collect();
+    let tau = |score: fn(&Rewards) -> f64, acc: fn(&Trained) -> &Metrics| {
+        let (x, y): (Vec<f64>, Vec<f64>) =
+            scored.iter().map(|(s, t)| (score(s), m(acc(t)))).unzip();
+        kendall_tau(&x, &y)
+    };
+    SupernetRanking {
+        supernet: dir.to_owned(),
+        reward_metric,
+        reward_vs_heterogeneous: tau(|s| s.reward, |t| &t.heterogeneous),
+        reward_vs_homogeneous: tau(|s| s.reward, |t| &t.homogeneous),
+        heterogeneous_vs_heterogeneous: tau(|s| s.heterogeneous, |t| &t.heterogeneous),
+        homogeneous_vs_homogeneous: tau(|s| s.homogeneous, |t| &t.homogeneous),
+    }
 }
 
 fn write_plots(r: &RandomArchsReport, out: &Path) -> Result<(), StudyError> {
@@ -279,11 +400,28 @@ pub fn markdown(r: &RandomArchsReport) -> String {
         "- Kendall tau of homogeneous vs heterogeneous {metric}: (b) vanilla {:.3}, (c) BCT {:.3}.\n\n",
         r.tau_vanilla, r.tau_bct
     );
-    s += "| Architecture | MMACs | Vanilla hom. | Vanilla het. | BCT hom. | BCT het. |\n";
-    s += "|---|---:|---:|---:|---:|---:|\n";
+    if let Some(k) = &r.supernet_ranking {
+        s += &format!(
+            "- Super-network `{}` (R3 = hom. + het. {}, validation split) against the retrained BCT {metric}, \
+             Kendall tau: R3 vs het. {:.3}, R3 vs hom. {:.3}, its het. vs het. {:.3}, its hom. vs hom. {:.3}.\n\n",
+            k.supernet.display(),
+            label(&k.reward_metric),
+            k.reward_vs_heterogeneous,
+            k.reward_vs_homogeneous,
+            k.heterogeneous_vs_heterogeneous,
+            k.homogeneous_vs_homogeneous
+        );
+    }
+    let scored = r.supernet_ranking.is_some();
+    s += "| Architecture | MMACs | Vanilla hom. | Vanilla het. | BCT hom. | BCT het. |";
+    s += if scored {
+        " Super-network hom. | het. | R3 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    } else {
+        "\n|---|---:|---:|---:|---:|---:|\n"
+    };
     for a in &r.archs {
         s += &format!(
-            "| {} | {:.2} | {} | {} | {} | {} |\n",
+            "| {} | {:.2} | {} | {} | {} | {} |",
             a.name,
             a.mmacs,
             m(&a.vanilla.homogeneous),
@@ -291,6 +429,15 @@ pub fn markdown(r: &RandomArchsReport) -> String {
             m(&a.bct.homogeneous),
             m(&a.bct.heterogeneous)
         );
+        if let Some(w) = &a.supernet {
+            s += &format!(
+                " {:.3} | {:.3} | {:.3} |",
+                w.homogeneous, w.heterogeneous, w.reward
+            );
+        } else if scored {
+            s += " | | |";
+        }
+        s += "\n";
     }
     s
 }
@@ -299,6 +446,68 @@ pub fn markdown(r: &RandomArchsReport) -> String {
 mod tests {
     use super::*;
     use hetvis_models::arch::{SposSpace, Stem};
+
+    fn scored(name: &str, supernet: (f64, f64), retrained: (f64, f64)) -> ArchResult {
+        let metrics = |top1: f64| Metrics {
+            top1,
+            top5: 0.0,
+            top10: 0.0,
+            map_at_r: 0.0,
+            tar_at_far_1e_2: 0.0,
+            tar_at_far_1e_3: 0.0,
+        };
+        let trained = Trained {
+            homogeneous: metrics(retrained.0),
+            heterogeneous: metrics(retrained.1),
+        };
+        ArchResult {
+            name: name.into(),
+            blocks: vec![],
+            widths: vec![],
+            mmacs: 0.5,
+            bct: trained.clone(),
+            vanilla: trained,
+            supernet: Some(Rewards {
+                homogeneous: supernet.0,
+                heterogeneous: supernet.1,
+                reward: supernet.0 + supernet.1,
+            }),
+        }
+    }
+
+    #[test]
+    fn supernet_ranking_compares_its_scores_with_the_retrained_accuracies() {
+        // The super-network orders heterogeneous accuracy exactly as retraining does and homogeneous exactly
+        // the other way round; its R3 follows the heterogeneous part, which spreads more.
+        let results = [
+            scored("a", (0.50, 0.60), (0.80, 0.70)),
+            scored("b", (0.52, 0.65), (0.79, 0.75)),
+            scored("c", (0.54, 0.70), (0.78, 0.79)),
+        ];
+        let k = supernet_ranking(
+            Path::new("sn"),
+            RewardMetric::MapAtR,
+            &results,
+            &|m: &Metrics| m.top1,
+        );
+        assert_eq!(k.heterogeneous_vs_heterogeneous, 1.0);
+        assert_eq!(k.homogeneous_vs_homogeneous, -1.0);
+        assert_eq!(k.reward_vs_heterogeneous, 1.0);
+        assert_eq!(k.reward_vs_homogeneous, -1.0);
+        // Swapping a and b's retrained heterogeneous accuracy: 2 concordant pairs, 1 discordant.
+        let swapped = [
+            scored("a", (0.50, 0.60), (0.80, 0.75)),
+            scored("b", (0.52, 0.65), (0.79, 0.70)),
+            scored("c", (0.54, 0.70), (0.78, 0.79)),
+        ];
+        let k = supernet_ranking(
+            Path::new("sn"),
+            RewardMetric::MapAtR,
+            &swapped,
+            &|m: &Metrics| m.top1,
+        );
+        assert!((k.heterogeneous_vs_heterogeneous - 1.0 / 3.0).abs() < 1e-12);
+    }
 
     #[test]
     fn drawn_architectures_are_distinct_and_near_the_budget() {
