@@ -159,18 +159,8 @@ fn tiny_studies_prune_sample_search_and_report() {
 
     // Architecture level: three random architectures near the 8x budget, BCT and vanilla.
     let r = dir.path().join("random");
-    let random_archs = [
-        "study",
-        "random-archs",
-        "--gallery",
-        &s(&g),
-        "--n",
-        "3",
-        "--tier",
-        "8x",
-        "--out",
-        &s(&r),
-    ];
+    let random_archs = random_archs_args(&g, "3", "8x", None, &r);
+    let random_archs: Vec<&str> = random_archs.iter().map(String::as_str).collect();
     train(&random_archs);
     let report = json(&r.join("random_archs.json"));
     let archs = report["archs"].as_array().unwrap();
@@ -229,21 +219,8 @@ fn tiny_studies_prune_sample_search_and_report() {
     // Does a super-network rank architectures as their retraining does? Random architectures at 4x, scored by
     // the ablation's BCT super-network (same space and gallery) as well as retrained.
     let k = dir.path().join("random-ranked");
-    let bct_supernet = s(&w.join("supernet-bct"));
-    train(&[
-        "study",
-        "random-archs",
-        "--gallery",
-        &s(&g),
-        "--n",
-        "3",
-        "--tier",
-        "4x",
-        "--supernet",
-        &bct_supernet,
-        "--out",
-        &s(&k),
-    ]);
+    let ranked_args = random_archs_args(&g, "3", "4x", Some(&w.join("supernet-bct")), &k);
+    train(&ranked_args.iter().map(String::as_str).collect::<Vec<_>>());
     let ranked = json(&k.join("random_archs.json"));
     for a in ranked["archs"].as_array().unwrap() {
         let w = &a["supernet"];
@@ -300,24 +277,8 @@ fn tiny_studies_prune_sample_search_and_report() {
     .unwrap();
     let other = dir.path().join("random-mismatch");
     let out = bare_command("hetvis-train")
-        .args([
-            "--device",
-            "cpu",
-            "--preset-file",
-            &presets,
-            "study",
-            "random-archs",
-            "--gallery",
-            &s(&g),
-            "--n",
-            "2",
-            "--tier",
-            "4x",
-            "--supernet",
-            &s(&foreign),
-            "--out",
-            &s(&other),
-        ])
+        .args(["--device", "cpu", "--preset-file", &presets])
+        .args(random_archs_args(&g, "2", "4x", Some(&foreign), &other))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -332,6 +293,33 @@ fn tiny_studies_prune_sample_search_and_report() {
     train(&random_archs);
     assert_eq!(json(&r.join("random_archs.json"))["archs"], report["archs"]);
     eprintln!("re-run took {:?}", start.elapsed());
+}
+
+/// Arguments of `study random-archs`: `n` architectures near `tier`, optionally scored by a super-network.
+fn random_archs_args(
+    gallery: &Path,
+    n: &str,
+    tier: &str,
+    supernet: Option<&Path>,
+    out: &Path,
+) -> Vec<String> {
+    let mut args = [
+        "study",
+        "random-archs",
+        "--gallery",
+        &s(gallery),
+        "--n",
+        n,
+        "--tier",
+        tier,
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(sn) = supernet {
+        args.extend(["--supernet".into(), s(sn)]);
+    }
+    args.extend(["--out".into(), s(out)]);
+    args
 }
 
 fn mmacs_of(rows: &[serde_json::Value], crit: &str, amount: f64) -> f64 {

@@ -479,17 +479,20 @@ mod tests {
     fn supernet_ranking_compares_its_scores_with_the_retrained_accuracies() {
         // The super-network orders heterogeneous accuracy exactly as retraining does and homogeneous exactly
         // the other way round; its R3 follows the heterogeneous part, which spreads more.
+        let rank = |results: &[ArchResult]| {
+            supernet_ranking(
+                Path::new("sn"),
+                RewardMetric::MapAtR,
+                results,
+                &|m: &Metrics| m.top1,
+            )
+        };
         let results = [
             scored("a", (0.50, 0.60), (0.80, 0.70)),
             scored("b", (0.52, 0.65), (0.79, 0.75)),
             scored("c", (0.54, 0.70), (0.78, 0.79)),
         ];
-        let k = supernet_ranking(
-            Path::new("sn"),
-            RewardMetric::MapAtR,
-            &results,
-            &|m: &Metrics| m.top1,
-        );
+        let k = rank(&results);
         assert_eq!(k.heterogeneous_vs_heterogeneous, 1.0);
         assert_eq!(k.homogeneous_vs_homogeneous, -1.0);
         assert_eq!(k.reward_vs_heterogeneous, 1.0);
@@ -500,12 +503,7 @@ mod tests {
             scored("b", (0.52, 0.65), (0.79, 0.70)),
             scored("c", (0.54, 0.70), (0.78, 0.79)),
         ];
-        let k = supernet_ranking(
-            Path::new("sn"),
-            RewardMetric::MapAtR,
-            &swapped,
-            &|m: &Metrics| m.top1,
-        );
+        let k = rank(&swapped);
         assert!((k.heterogeneous_vs_heterogeneous - 1.0 / 3.0).abs() < 1e-12);
     }
 
