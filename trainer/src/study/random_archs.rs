@@ -72,6 +72,8 @@ pub struct ArchResult {
 pub struct SupernetRanking {
     pub supernet: PathBuf,
     pub reward_metric: RewardMetric,
+    /// R3's weights on its homogeneous and heterogeneous parts.
+    pub r3_weights: (f64, f64),
     pub reward_vs_heterogeneous: f64,
     pub reward_vs_homogeneous: f64,
     pub heterogeneous_vs_heterogeneous: f64,
@@ -220,10 +222,10 @@ pub fn run(
         tau_vanilla: kendall_tau(&vh, &vx),
         tau_bct: kendall_tau(&bh, &bx),
         bct_heterogeneous_range: range,
-        supernet_ranking: study
-            .supernet
-            .as_ref()
-            .map(|dir| supernet_ranking(dir, ctx.preset.cmpnas.reward_metric, &results, &m)),
+        supernet_ranking: study.supernet.as_ref().map(|dir| {
+            let c = &ctx.preset.cmpnas;
+            supernet_ranking(dir, c.reward_metric, c.r3_weights, &results, &m)
+        }),
         archs: results,
     };
     write_plots(&r, out)?;
@@ -259,7 +261,7 @@ fn score_with_supernet(
     }
     let theirs = gallery_manifest(&run.gallery).map_err(|e| {
         invalid(format!(
-            "its gallery {} is not readable: {e}",
+            "its gallery {} (the path as given when it was trained) is not readable: {e}",
             run.gallery.display()
         ))
     })?;
@@ -295,6 +297,7 @@ fn score_with_supernet(
 fn supernet_ranking(
     dir: &Path,
     reward_metric: RewardMetric,
+    r3_weights: (f64, f64),
     results: &[ArchResult],
     m: &dyn Fn(&Metrics) -> f64,
 ) -> SupernetRanking {
@@ -310,6 +313,7 @@ fn supernet_ranking(
     SupernetRanking {
         supernet: dir.to_owned(),
         reward_metric,
+        r3_weights,
         reward_vs_heterogeneous: tau(|s| s.reward, |t| &t.heterogeneous),
         reward_vs_homogeneous: tau(|s| s.reward, |t| &t.homogeneous),
         heterogeneous_vs_heterogeneous: tau(|s| s.heterogeneous, |t| &t.heterogeneous),
@@ -402,9 +406,12 @@ pub fn markdown(r: &RandomArchsReport) -> String {
     );
     if let Some(k) = &r.supernet_ranking {
         s += &format!(
-            "- Super-network `{}` (R3 = hom. + het. {}, validation split) against the retrained BCT {metric}, \
-             Kendall tau: R3 vs het. {:.3}, R3 vs hom. {:.3}, its het. vs het. {:.3}, its hom. vs hom. {:.3}.\n\n",
+            "- Super-network `{}` (R3 = {} hom. + {} het. {}, validation split) against the retrained BCT \
+             {metric}, Kendall tau: R3 vs het. {:.3}, R3 vs hom. {:.3}, its het. vs het. {:.3}, its hom. vs hom. \
+             {:.3}.\n\n",
             k.supernet.display(),
+            k.r3_weights.0,
+            k.r3_weights.1,
             label(&k.reward_metric),
             k.reward_vs_heterogeneous,
             k.reward_vs_homogeneous,
@@ -483,6 +490,7 @@ mod tests {
             supernet_ranking(
                 Path::new("sn"),
                 RewardMetric::MapAtR,
+                (1.0, 1.0),
                 results,
                 &|m: &Metrics| m.top1,
             )
