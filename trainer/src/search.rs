@@ -202,7 +202,7 @@ pub fn run(
         let logged: HashSet<Key> = all
             .iter()
             .filter(|c| c.generation == generation)
-            .map(|c| (c.blocks.clone(), c.widths.clone()))
+            .map(|c| choices(&c.spec(space)))
             .collect();
         let mut proposed: Vec<SposSpec> = Vec::new();
         let mut proposed_keys: HashSet<Key> = HashSet::new();
@@ -353,6 +353,31 @@ mod tests {
         })
     }
 
+    /// Runs a search again over its log with [`block_pattern_reward`]: every candidate, how many it evaluated,
+    /// and the best reward it reported per generation.
+    fn resume(
+        space: &SposSpace,
+        config: &SearchConfig,
+        limit: f64,
+        log: &Path,
+    ) -> (Vec<Candidate>, usize, Vec<f64>) {
+        let (mut evaluated, mut bests) = (0, Vec::new());
+        let all = run(
+            space,
+            config,
+            limit,
+            log,
+            flops,
+            |a| {
+                evaluated += 1;
+                block_pattern_reward(a)
+            },
+            |_, best, _| bests.push(best),
+        )
+        .unwrap();
+        (all, evaluated, bests)
+    }
+
     #[test]
     fn uniform_sampling_covers_every_choice() {
         let mut rng = StdRng::seed_from_u64(1);
@@ -440,21 +465,7 @@ mod tests {
         assert!(bests.windows(2).all(|w| w[1] >= w[0]), "{bests:?}");
         assert!(bests[3] > bests[0], "{bests:?}");
         // Resuming from the log evaluates nothing new for finished generations.
-        let mut evaluated = 0;
-        let mut resumed_bests = Vec::new();
-        let again = run(
-            &space(),
-            &config,
-            limit,
-            &log,
-            flops,
-            |a| {
-                evaluated += 1;
-                reward(a)
-            },
-            |_, best, _| resumed_bests.push(best),
-        )
-        .unwrap();
+        let (again, evaluated, resumed_bests) = resume(&space(), &config, limit, &log);
         assert_eq!(evaluated, 0);
         // ... and reports the same progress per generation, not the final best for every one.
         assert_eq!(resumed_bests, bests);
@@ -501,20 +512,7 @@ mod tests {
             .collect();
         assert!(twins > 0);
         std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-        let mut evaluated = 0;
-        let again = run(
-            &space,
-            &config,
-            limit,
-            &log,
-            flops,
-            |a| {
-                evaluated += 1;
-                reward(a)
-            },
-            |_, _, _| {},
-        )
-        .unwrap();
+        let (again, evaluated, _) = resume(&space, &config, limit, &log);
         assert_eq!(
             evaluated, 0,
             "a logged network evaluated again under its twin choice"
