@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # replicates.sh TIER SEED...: retrains a finished pipeline tier's BCT models (default: the MobileNetV2 baseline and
 # the CMP-NAS winner; MODELS="..." for others) with other training seeds -- same architecture, data subset and
-# schedule -- then evaluates them beside the seed-0 runs and prints mean +- s.d. per model.
+# schedule -- then evaluates them beside the seed-0 runs and prints `hetvis-train replicate-stats` (mean +- s.d. per
+# model, the compatibility rule per metric, Welch t-tests of the searched model; also written as JSON beside the
+# report). HETVIS_PRESETS=FILE passes a presets file (the one the pipeline ran with) to every command.
 # RUNS (default runs/fm) is the pipeline's output directory. Results: $RUNS/seeds/tier-TIER/report/.
 # JOBS (default: the number of cores) retrainings run side by side with one libtorch thread each (compact models
 # gain nothing from a second thread on CPU); each logs to $RUNS/seeds/tier-TIER/MODEL-seedS.log.
@@ -35,4 +37,4 @@ printf '%s\n' "${work[@]}" | env "${one_thread[@]}" xargs -r -P "$jobs" -L 1 sh 
      > "$2/$3-seed$4.log" 2>&1 || { echo "$3 seed $4 failed: see $2/$3-seed$4.log" >&2; exit 255; }' \
   "$bin" "$runs" "$out"
 "$bin" eval --gallery "$runs/gallery" --query "${dirs[@]}" --out "$out/report" > /dev/null
-python3 "$root/scripts/replicate_stats.py" "$out/report/report.json"
+"$bin" replicate-stats --report "$out/report/report.json" --json "$out/report/replicate_stats.json"

@@ -37,10 +37,8 @@ fn split(target: &Path) -> Result<(PathBuf, String), IndexError> {
     Ok((parent, name))
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), IndexError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(IndexError::io(dir))
+fn sync_dir(dir: &Path) -> Result<(), IndexError> {
+    hetvis_models::atomic::sync_dir(dir).map_err(IndexError::io(dir))
 }
 
 /// A directory that a save may replace: missing, empty, or an index (it has a manifest). Anything else is

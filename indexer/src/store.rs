@@ -28,50 +28,41 @@ pub struct StoredIndex {
     pub vectors: FlatIndex,
 }
 
-/// A file writer that hashes and counts what passes through it.
-struct HashingWriter {
-    file: std::io::BufWriter<std::fs::File>,
+/// A writer that hashes and counts what passes through it.
+struct HashingWriter<'a, W: Write> {
+    inner: &'a mut W,
     hasher: Sha256,
     bytes: u64,
 }
 
-impl HashingWriter {
-    fn create(path: &Path) -> Result<Self, IndexError> {
-        let f = std::fs::File::create(path).map_err(IndexError::io(path))?;
-        Ok(Self {
-            file: std::io::BufWriter::with_capacity(1 << 20, f),
-            hasher: Sha256::new(),
-            bytes: 0,
-        })
-    }
-
+impl<W: Write> HashingWriter<'_, W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.hasher.update(bytes);
         self.bytes += bytes.len() as u64;
-        self.file.write_all(bytes)
-    }
-
-    /// Flushes and fsyncs; returns the file's size and checksum.
-    fn finish(self) -> std::io::Result<FileEntry> {
-        let f = self.file.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        Ok(FileEntry {
-            bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
-        })
+        self.inner.write_all(bytes)
     }
 }
 
+/// Writes one file of the index (atomically, fsynced) and returns its size and checksum for the manifest.
 fn write_file(
     dir: &Path,
     name: &str,
-    body: impl FnOnce(&mut HashingWriter) -> std::io::Result<()>,
+    body: impl FnOnce(&mut HashingWriter<'_, std::io::BufWriter<std::fs::File>>) -> std::io::Result<()>,
 ) -> Result<FileEntry, IndexError> {
     let path = dir.join(name);
-    let mut w = HashingWriter::create(&path)?;
-    body(&mut w)
-        .and_then(|()| w.finish())
-        .map_err(IndexError::io(&path))
+    hetvis_models::atomic::write_with(&path, |file| {
+        let mut w = HashingWriter {
+            inner: file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        body(&mut w)?;
+        Ok(FileEntry {
+            bytes: w.bytes,
+            sha256: hex::encode(w.hasher.finalize()),
+        })
+    })
+    .map_err(|e| IndexError::io(&path)(e.source))
 }
 
 /// Writes vectors, records, `extras` (name, bytes) and finally the manifest into the empty directory `dir`.

@@ -3,6 +3,7 @@
 //! Nothing here links libtorch or an HTTP stack; the trainer (tch), indexer and server all build on it.
 
 pub mod arch;
+pub mod atomic;
 pub mod data;
 pub mod embed;
 pub mod flops;
@@ -10,6 +11,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod onnx;
 pub mod preprocess;
+pub mod progress;
 pub mod prune;
 pub mod runtime;
 pub mod weights;

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use hetvis_models::arch::{Backbone, SposSpace, SposSpec};
-use hetvis_models::metrics::{evaluate as retrieval, Labelled, MetricsConfig, RetrievalMetrics};
+use hetvis_models::metrics::{evaluate as retrieval, Labelled, MetricsConfig};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{Dataset, Split3};
-use crate::preset::{ClassifierPreset, Schedule};
+use crate::preset::{ClassifierPreset, CmpNasPreset, RewardMetric, Schedule, SupernetPreset};
 use crate::search::{self, Candidate, Rewards, SearchConfig};
 use crate::supernet::{recalibrate_bn, transition, ChildSampler, SuperNet};
 use crate::tch_net::TchNet;
@@ -36,113 +36,6 @@ pub enum Reward {
     R2,
     /// R3 = w_hom * M(q, q) + w_het * M(q, g).
     R3,
-}
-
-/// The validation metric behind M(., .) during the search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum RewardMetric {
-    Top1,
-    Top5,
-    Top10,
-    MapAtR,
-    #[serde(rename = "tar_at_far_1e-3")]
-    #[value(name = "tar-at-far-1e-3")]
-    TarAtFar1e3,
-}
-
-impl RewardMetric {
-    fn of(self, m: &RetrievalMetrics) -> f64 {
-        match self {
-            RewardMetric::Top1 => m.top(1),
-            RewardMetric::Top5 => m.top(5),
-            RewardMetric::Top10 => m.top(10),
-            RewardMetric::MapAtR => m.map_at_r,
-            RewardMetric::TarAtFar1e3 => m.tar(1e-3),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SupernetPreset {
-    /// Epochs in total; the first `warmup_epochs` average all blocks at full width instead of sampling, the next
-    /// `transition_epochs` drop blocks and widths gradually (see [`crate::supernet::transition`]), the rest
-    /// sample one uniform child per batch.
-    pub epochs: usize,
-    pub warmup_epochs: usize,
-    #[serde(default)]
-    pub transition_epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    /// Which children the sampling epochs train.
-    #[serde(default)]
-    pub sampling: ChildSampling,
-}
-
-/// Which children a super-network's sampling epochs train.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChildSampling {
-    /// Every layer's block and width uniform, as in the paper. Its tiers put the budget near the middle of
-    /// the children this draws (the 1.0 / 0.75 / 0.5 spaces around the reference architecture).
-    #[default]
-    Uniform,
-    /// Uniform draws narrowed until they fit the tier's budget ([`search::sample_under`]): the children the
-    /// search will score. Where a budget sits at the narrow end of its space, uniform sampling trains
-    /// children the search never looks at: in the cpu preset's spaces they average 1.4x the budget (2.55
-    /// vs 1.76 MMACs at 23x, 0.71 vs 0.51 at 80x; 1 draw in about 4,000 fits at 23x), and the narrow
-    /// children the search scores share their weights without ever training alone. Measured on the cpu
-    /// preset this did not rank better (README, session 6), so only the tiny preset uses it.
-    UnderBudget,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CmpNasPreset {
-    pub supernet: SupernetPreset,
-    pub search: SearchConfig,
-    /// Training batches for each candidate's BN recalibration.
-    pub bn_batches: usize,
-    /// Validation images used for rewards (0 = all).
-    pub val_limit: usize,
-    pub reward_metric: RewardMetric,
-    /// R3 weights of M(q, q) and M(q, g).
-    pub r3_weights: (f64, f64),
-    /// FLOPs tiers of the pipeline, as gallery-MMACs / query-MMACs ratios.
-    pub tiers: Vec<f64>,
-    /// Search spaces fixed per tier, by the tier's label (`"23x"`); other tiers get the gallery's stem and
-    /// [`multiplier_for`] the budget.
-    #[serde(default)]
-    pub spaces: std::collections::BTreeMap<String, TierSpace>,
-    /// How the winner is picked from the search's best candidates.
-    #[serde(default)]
-    pub rescore: Rescore,
-}
-
-/// The best of a search's many noisy scores is biased upward (the winner's curse): among candidates whose
-/// true rewards are close, the one with the luckiest validation subset and BN batches wins. So the `top`
-/// best are scored again on the whole validation split with `bn_batches` BN batches, and the best of those
-/// is the winner (`bn_batches` is at least the search's). `top` 0 or 1 keeps the search's best.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Rescore {
-    pub top: usize,
-    pub bn_batches: usize,
-}
-
-/// A tier's SPOS space: stem, channel multiplier, and the last layer's width (`None`: scaled with the
-/// multiplier, see [`SposSpace::last_channels`]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TierSpace {
-    pub stem: hetvis_models::arch::Stem,
-    pub multiplier: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_channels: Option<usize>,
-}
-
-impl TierSpace {
-    pub fn space(&self) -> SposSpace {
-        SposSpace::new(self.multiplier, self.stem).with_last_channels(self.last_channels)
-    }
 }
 
 /// What a super-network directory holds besides its checkpoint.
@@ -459,33 +352,6 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// The SPOS channel multiplier for a FLOPs budget: the paper's tiers scale every width (1.0 / 0.75 / 0.5); we
-/// pick, from a slightly wider ladder, the multiplier whose reference architecture is closest to the budget.
-pub fn multiplier_for(
-    budget_mmacs: f64,
-    input_size: usize,
-    dim: usize,
-    stem: hetvis_models::arch::Stem,
-) -> f64 {
-    let ladder = [1.0, 0.75, 0.5, 0.35, 0.25];
-    let cost = |m: f64| {
-        let arch = SposSpec::reference_in(SposSpace::new(m, stem));
-        crate::pipeline::mmacs(&hetvis_models::arch::ModelSpec::new(
-            Backbone::Spos(arch),
-            input_size,
-            dim,
-        ))
-    };
-    *ladder
-        .iter()
-        .min_by(|a, b| {
-            (cost(**a).ln() - budget_mmacs.ln())
-                .abs()
-                .total_cmp(&(cost(**b).ln() - budget_mmacs.ln()).abs())
-        })
-        .unwrap_or(&1.0)
-}
-
 /// The outcome of a search directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchSummary {
@@ -684,7 +550,7 @@ pub fn search_dir(
         rescored_with: basis,
     };
     let write = |name: &str, text: String| -> Result<(), TrainError> {
-        Ok(hetvis_models::onnx::export::write_atomic(
+        Ok(hetvis_models::atomic::write(
             &out.join(name),
             text.as_bytes(),
         )?)
@@ -708,6 +574,7 @@ pub fn search_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preset::ChildSampling;
 
     fn candidate(reward: f64, layer0: u8) -> Candidate {
         let mut blocks = vec![0; 20];
@@ -773,7 +640,7 @@ mod tests {
     }
 
     /// A `supernet.json` as written before under-budget sampling existed.
-    const SESSION_5_SUPERNET: &str = r#"{"space": {"multiplier": 0.25, "stem": "small", "scaled_stem": false},
+    const SUPERNET_BEFORE_UNDER_BUDGET: &str = r#"{"space": {"multiplier": 0.25, "stem": "small", "scaled_stem": false},
         "input_size": 32, "embedding_dim": 128, "classes": 10, "loss": "bct", "gallery": "g",
         "classifier": {"scale": 16.0, "margin": 0.2},
         "preset": {"epochs": 5, "warmup_epochs": 1, "transition_epochs": 1, "batch": 128, "lr": 0.1},
@@ -781,7 +648,7 @@ mod tests {
 
     #[test]
     fn a_super_network_written_before_under_budget_sampling_reads_as_uniform() {
-        let run: SupernetRun = serde_json::from_str(SESSION_5_SUPERNET).unwrap();
+        let run: SupernetRun = serde_json::from_str(SUPERNET_BEFORE_UNDER_BUDGET).unwrap();
         assert_eq!(run.preset.sampling, ChildSampling::Uniform);
         assert_eq!(run.train_under_mmacs, None);
         // And a uniform run still writes no budget, so it compares equal to what it read back.
@@ -803,7 +670,7 @@ mod tests {
     fn a_recorded_budget_reads_back_equal_so_the_super_network_resumes() {
         // A computed budget with 17 significant digits: serde_json without `float_roundtrip` parses this one
         // a unit in the last place off, and the resumed run would be refused as different.
-        let mut run: SupernetRun = serde_json::from_str(SESSION_5_SUPERNET).unwrap();
+        let mut run: SupernetRun = serde_json::from_str(SUPERNET_BEFORE_UNDER_BUDGET).unwrap();
         for budget in [
             0.09144338512092887,
             1.761992347826087,

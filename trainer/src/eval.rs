@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use hetvis_models::atomic::write as write_atomic;
 use hetvis_models::embed::Embedder;
 use hetvis_models::manifest::ModelManifest;
 use hetvis_models::metrics::{evaluate as retrieval, Labelled, MetricsConfig, RetrievalMetrics};
-use hetvis_models::onnx::export::write_atomic;
 use hetvis_models::runtime::SessionConfig;
 use serde::{Deserialize, Serialize};
 
@@ -250,7 +250,8 @@ pub fn run_cached(
     Ok(report)
 }
 
-fn pct(v: f64) -> String {
+/// A fraction as a percentage with one decimal, as every table shows it.
+pub fn pct(v: f64) -> String {
     format!("{:.1}", 100.0 * v)
 }
 

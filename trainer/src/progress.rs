@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::{ProgressBar, ProgressDrawTarget, TermLike};
 
 /// Set (to any value) in a child process whose bars the parent relays.
 pub const LINES_ENV: &str = "HETVIS_PROGRESS_LINES";
@@ -13,9 +13,7 @@ const MARKER: &str = "\u{1}progress\t";
 
 /// A bar of `len` steps drawn with `template` (indicatif's syntax), wherever bars go in this process.
 pub fn bar(len: u64, template: &str) -> ProgressBar {
-    let style = ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = hetvis_models::progress::style(template);
     let bar = if std::env::var_os(LINES_ENV).is_some() {
         ProgressBar::with_draw_target(
             Some(len),

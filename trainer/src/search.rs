@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::supernet::sample;
+use crate::sampling::sample_under;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SearchConfig {
@@ -289,37 +289,6 @@ pub fn run(
     Ok(all)
 }
 
-/// A random architecture under the budget: every block and width drawn uniformly, then, while over the
-/// budget, one random layer at a time narrowed by a width step (the blocks stay as drawn). Uniform draws alone
-/// rarely fit a budget near the narrow end of a space: at 23x in the x0.25 space 1 draw in about 4,000 did,
-/// which left the first two generations with one candidate each. `None` when even the narrowest widths of
-/// the drawn blocks are over the budget.
-pub fn sample_under(
-    space: &SposSpace,
-    max_mmacs: f64,
-    mmacs: &mut impl FnMut(&SposSpec) -> f64,
-    rng: &mut impl Rng,
-) -> Option<SposSpec> {
-    let mut a = sample(space, rng);
-    let narrowest = SposSpec {
-        widths: vec![0; LAYERS],
-        ..a.clone()
-    };
-    if mmacs(&narrowest) > max_mmacs {
-        return None;
-    }
-    loop {
-        if mmacs(&a) <= max_mmacs {
-            return Some(a);
-        }
-        let wide: Vec<usize> = (0..LAYERS).filter(|&i| a.widths[i] > 0).collect();
-        if wide.is_empty() {
-            return None;
-        }
-        a.widths[wide[rng.random_range(0..wide.len())]] -= 1;
-    }
-}
-
 /// The best candidate of a search.
 pub fn best(all: &[Candidate]) -> Option<&Candidate> {
     top_k(all, 1).into_iter().next()
@@ -328,6 +297,7 @@ pub fn best(all: &[Candidate]) -> Option<&Candidate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampling::sample;
     use hetvis_models::arch::{Backbone, ModelSpec};
 
     fn space() -> SposSpace {

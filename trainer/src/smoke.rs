@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use hetvis_models::data::fashion_mnist::{FashionMnist, Split, NUM_CLASSES};
 use hetvis_models::data::LabelledImages;
-use indicatif::{ProgressBar, ProgressStyle};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -73,9 +72,9 @@ pub fn run(
     let model = net(&vs.root());
     let mut opt = nn::Adam::default().build(&vs, 2e-3)?;
     let steps = (n + batch - 1) / batch;
-    let bar = ProgressBar::new((steps as usize * epochs) as u64).with_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")?
-            .progress_chars("=> "),
+    let bar = crate::progress::bar(
+        (steps as usize * epochs) as u64,
+        "{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
     );
     bar.set_prefix("smoke");
     let start = Instant::now();

@@ -80,7 +80,7 @@ impl SuperNet {
 
     /// MMACs of a child as a standalone model (infinite when it does not lower).
     pub fn child_mmacs(&self, arch: &SposSpec) -> f64 {
-        crate::pipeline::mmacs(&self.child_spec(arch))
+        crate::tier::mmacs(&self.child_spec(arch))
     }
 
     /// The child's lowered network as it runs inside the super-network (non-affine BN in the choice layers).
@@ -158,21 +158,8 @@ pub fn transition(progress: f64, rng: &mut impl Rng) -> Vec<MixedLayer> {
         .collect()
 }
 
-/// A uniformly sampled architecture: block and width of every layer drawn independently and uniformly.
-pub fn sample(space: &SposSpace, rng: &mut impl Rng) -> SposSpec {
-    SposSpec {
-        space: space.clone(),
-        blocks: (0..LAYERS)
-            .map(|_| rng.random_range(0..BLOCK_CHOICES as u8))
-            .collect(),
-        widths: (0..LAYERS)
-            .map(|_| rng.random_range(0..WIDTH_CHOICES as u8))
-            .collect(),
-    }
-}
-
 /// Draws the children a super-network trains: uniformly, or narrowed under a budget
-/// ([`crate::search::sample_under`], as the search draws its random candidates).
+/// ([`crate::sampling::sample_under`], as the search draws its random candidates).
 pub struct ChildSampler {
     under_mmacs: Option<f64>,
     /// A child under the budget to fall back on when many draws in a row do not fit.
@@ -224,11 +211,11 @@ impl ChildSampler {
 
     pub fn draw(&self, sn: &SuperNet, rng: &mut impl Rng) -> SposSpec {
         let Some(max) = self.under_mmacs else {
-            return sample(&sn.space, rng);
+            return crate::sampling::sample(&sn.space, rng);
         };
         let mut mmacs = |a: &SposSpec| sn.child_mmacs(a);
         (0..Self::ATTEMPTS)
-            .find_map(|_| crate::search::sample_under(&sn.space, max, &mut mmacs, rng))
+            .find_map(|_| crate::sampling::sample_under(&sn.space, max, &mut mmacs, rng))
             .unwrap_or_else(|| {
                 use std::sync::atomic::Ordering;
                 if self.fallbacks.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -268,6 +255,7 @@ pub fn recalibrate_bn(child: &mut TchNet, train: &Split3, batches: usize, batch:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampling::sample;
     use hetvis_models::arch::Stem;
     use rand::SeedableRng;
 

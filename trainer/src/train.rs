@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hetvis_models::arch::ModelSpec;
+use hetvis_models::atomic::write as write_atomic;
 use hetvis_models::manifest::{new_compat_id, ModelManifest, Provenance, Role};
-use hetvis_models::onnx::export::{export_to_files, write_atomic};
+use hetvis_models::onnx::export::export_to_files;
 use hetvis_models::weights::Weights;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
@@ -122,7 +123,9 @@ pub enum TrainError {
     #[error(transparent)]
     Arch(#[from] hetvis_models::arch::ArchError),
     #[error(transparent)]
-    Write(#[from] hetvis_models::onnx::export::WriteError),
+    Export(#[from] hetvis_models::onnx::export::WriteError),
+    #[error(transparent)]
+    Write(#[from] hetvis_models::atomic::AtomicWriteError),
     #[error(transparent)]
     Weights(#[from] hetvis_models::weights::WeightsError),
 }
@@ -226,6 +229,14 @@ pub struct GalleryRun {
     _vs: nn::VarStore,
 }
 
+/// The manifest of a finished gallery run (its `model.json`), without loading its weights.
+pub fn gallery_manifest(dir: &Path) -> Result<ModelManifest, TrainError> {
+    ModelManifest::load(&dir.join("model.json")).map_err(|e| TrainError::Gallery {
+        dir: dir.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 impl GalleryRun {
     pub fn load(
         dir: &Path,
@@ -236,8 +247,7 @@ impl GalleryRun {
             dir: dir.to_owned(),
             message,
         };
-        let manifest =
-            ModelManifest::load(&dir.join("model.json")).map_err(|e| gerr(e.to_string()))?;
+        let manifest = gallery_manifest(dir)?;
         if manifest.role != Role::Gallery {
             return Err(gerr(format!(
                 "{} is a {} model",
@@ -597,10 +607,9 @@ pub fn fit(
             "epoch done"
         );
         append_log(&log_path, &entry)?;
-        // Checkpoint: weights first (atomic rename), then the state that points at them.
-        let tmp = dir.join("checkpoint.tmp.safetensors");
-        vs.save(&tmp)?;
-        std::fs::rename(&tmp, &ckpt).map_err(|e| file_err(&ckpt, e))?;
+        // Checkpoint: weights first (written atomically), then the state that points at them.
+        hetvis_models::atomic::write_via(&ckpt, |tmp| vs.save(tmp).map_err(std::io::Error::other))
+            .map_err(|e| file_err(&ckpt, e))?;
         state.epochs_done = epoch + 1;
         write_json(&ckpt_state, &state)?;
     }

@@ -304,42 +304,8 @@ pub fn export(
 pub enum WriteError {
     #[error(transparent)]
     Export(#[from] ExportError),
-    #[error("cannot write {path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a reader never sees
-/// a half-written file and a crash leaves the previous file intact.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), WriteError> {
-    use std::io::Write;
-    let io = |source| WriteError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    #[error(transparent)]
+    Write(#[from] crate::atomic::AtomicWriteError),
 }
 
 /// Exports and writes `model.onnx` plus its manifest beside it (`model.json`).
@@ -351,9 +317,10 @@ pub fn export_to_files(
 ) -> Result<(), WriteError> {
     use prost::Message;
     let model = export(spec, weights, manifest)?;
-    write_atomic(path, &model.encode_to_vec())?;
-    write_atomic(
+    crate::atomic::write(path, &model.encode_to_vec())?;
+    crate::atomic::write(
         &ModelManifest::sidecar_path(path),
         manifest.to_json().as_bytes(),
-    )
+    )?;
+    Ok(())
 }

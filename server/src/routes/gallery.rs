@@ -214,11 +214,7 @@ fn keep_image(store: &Path, bytes: &[u8]) -> Result<String, ApiError> {
     if path.is_file() {
         return Ok(name);
     }
-    let io =
-        |e: std::io::Error| ApiError::Internal(format!("image store {}: {e}", store.display()));
-    std::fs::create_dir_all(store).map_err(io)?;
-    let tmp = store.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    hetvis_models::atomic::write(&path, bytes)
+        .map_err(|e| ApiError::Internal(format!("image store: {e}")))?;
     Ok(name)
 }

@@ -16,13 +16,12 @@ pub mod rewards;
 
 use std::path::{Path, PathBuf};
 
-use hetvis_models::manifest::ModelManifest;
 use hetvis_models::runtime::SessionConfig;
 
-use crate::cmpnas::RewardMetric;
+use crate::context::Context;
 use crate::data::Split3;
 use crate::eval::{EvalError, Metrics, QueryResult, Report};
-use crate::pipeline::Context;
+use crate::preset::RewardMetric;
 use crate::train::TrainError;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +63,6 @@ pub fn metric_of(m: &Metrics, metric: RewardMetric) -> f64 {
         RewardMetric::MapAtR => m.map_at_r,
         RewardMetric::TarAtFar1e3 => m.tar_at_far_1e_3,
     }
-}
-
-/// The finished gallery run a study compares against.
-pub fn gallery_manifest(gallery: &Path) -> Result<ModelManifest, StudyError> {
-    ModelManifest::load(&gallery.join("model.json"))
-        .map_err(|e| StudyError::Invalid(format!("{}: {e}", gallery.display())))
 }
 
 /// Evaluates a study's runs against the gallery on the preset's study test subset, into `out/eval`.
@@ -125,7 +118,7 @@ pub fn kendall_tau(x: &[f64], y: &[f64]) -> f64 {
 
 /// Writes a study output atomically.
 pub fn write(path: &Path, text: &str) -> Result<(), StudyError> {
-    hetvis_models::onnx::export::write_atomic(path, text.as_bytes()).map_err(|e| StudyError::File {
+    hetvis_models::atomic::write(path, text.as_bytes()).map_err(|e| StudyError::File {
         path: path.to_owned(),
         message: e.to_string(),
     })
@@ -141,10 +134,6 @@ pub fn label<T: serde::Serialize>(value: &T) -> String {
 
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
-}
-
-pub(crate) fn pct(v: f64) -> String {
-    format!("{:.1}", 100.0 * v)
 }
 
 #[cfg(test)]

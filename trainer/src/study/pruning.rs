@@ -18,9 +18,10 @@ use hetvis_models::runtime::SessionConfig;
 use hetvis_models::weights::Weights;
 use serde::{Deserialize, Serialize};
 
-use super::{evaluate, gallery_manifest, pct, result, to_json, write, StudyError};
+use super::{evaluate, result, to_json, write, StudyError};
+use crate::context::Context;
+use crate::eval::pct;
 use crate::eval::Metrics;
-use crate::pipeline::Context;
 use crate::train::{self, QueryMode};
 
 /// What the study trains: the grid criteria x amounts x modes.
@@ -70,7 +71,7 @@ pub fn run(
     out: &Path,
     ort: &SessionConfig,
 ) -> Result<PruningTable, StudyError> {
-    let manifest = gallery_manifest(gallery)?;
+    let manifest = crate::train::gallery_manifest(gallery)?;
     let weights = Weights::load(&gallery.join("weights.safetensors"))?;
     let mut runs: Vec<PathBuf> = Vec::new();
     let mut pruned_rows = Vec::new();
@@ -156,7 +157,7 @@ pub fn run(
 }
 
 fn write_weights(path: &Path, w: &Weights) -> Result<(), StudyError> {
-    hetvis_models::onnx::export::write_atomic(path, &w.to_bytes()?).map_err(|e| StudyError::File {
+    hetvis_models::atomic::write(path, &w.to_bytes()?).map_err(|e| StudyError::File {
         path: path.to_owned(),
         message: e.to_string(),
     })

@@ -23,16 +23,16 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    evaluate, gallery_manifest, kendall_tau, label, metric_of, pct, result, to_json, write,
-    StudyError,
-};
-use crate::cmpnas::{self, Evaluator, Reward, RewardMetric};
+use super::{evaluate, kendall_tau, label, metric_of, result, to_json, write, StudyError};
+use crate::cmpnas::{self, Evaluator, Reward};
+use crate::context::Context;
+use crate::eval::pct;
 use crate::eval::Metrics;
-use crate::pipeline::{Context, Tier};
 use crate::plot::{scatter, Series};
+use crate::preset::RewardMetric;
+use crate::sampling::sample;
 use crate::search::Rewards;
-use crate::supernet::sample;
+use crate::tier::Tier;
 use crate::train::{self, GalleryRun, QueryMode};
 
 #[derive(Debug, Clone)]
@@ -142,13 +142,13 @@ pub fn run(
     out: &Path,
     ort: &SessionConfig,
 ) -> Result<RandomArchsReport, StudyError> {
-    let manifest = gallery_manifest(gallery)?;
+    let manifest = crate::train::gallery_manifest(gallery)?;
     let budget = study.tier.budget(manifest.mmacs);
-    let space = crate::pipeline::space_for(ctx.preset, study.tier, budget);
+    let space = crate::tier::space_for(ctx.preset, study.tier, budget);
     let window = ctx.preset.study.budget_window;
     let spec_of = |a: &SposSpec| ctx.preset.spec(Backbone::Spos(a.clone()));
     let archs = draw(study.n, budget, window, study.seed, &space, |a| {
-        crate::pipeline::mmacs(&spec_of(a))
+        crate::tier::mmacs(&spec_of(a))
     })?;
     std::fs::create_dir_all(out).map_err(|e| StudyError::File {
         path: out.to_owned(),
@@ -259,13 +259,13 @@ fn score_with_supernet(
             run.space
         )));
     }
-    let theirs = gallery_manifest(&run.gallery).map_err(|e| {
+    let theirs = crate::train::gallery_manifest(&run.gallery).map_err(|e| {
         invalid(format!(
             "its gallery {} (the path as given when it was trained) is not readable: {e}",
             run.gallery.display()
         ))
     })?;
-    if theirs.compat_id != gallery_manifest(gallery)?.compat_id {
+    if theirs.compat_id != crate::train::gallery_manifest(gallery)?.compat_id {
         return Err(invalid(format!(
             "trained against another gallery ({}) than the study's ({})",
             run.gallery.display(),
@@ -519,7 +519,7 @@ mod tests {
     fn drawn_architectures_are_distinct_and_near_the_budget() {
         let space = SposSpace::new(0.5, Stem::Imagenet);
         let cost = |a: &SposSpec| {
-            crate::pipeline::mmacs(&hetvis_models::arch::ModelSpec::new(
+            crate::tier::mmacs(&hetvis_models::arch::ModelSpec::new(
                 Backbone::Spos(a.clone()),
                 32,
                 16,

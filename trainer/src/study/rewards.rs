@@ -13,14 +13,15 @@ use hetvis_models::arch::{Backbone, SposSpec};
 use hetvis_models::runtime::SessionConfig;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    evaluate, gallery_manifest, label, metric_of, pct, result, to_json, write, StudyError,
-};
-use crate::cmpnas::{best_n, Reward, RewardMetric, SupernetLoss};
+use super::{evaluate, label, metric_of, result, to_json, write, StudyError};
+use crate::cmpnas::{best_n, Reward, SupernetLoss};
+use crate::context::Context;
+use crate::eval::pct;
 use crate::eval::Metrics;
-use crate::pipeline::{Context, Tier};
 use crate::plot::{scatter, Series};
+use crate::preset::RewardMetric;
 use crate::search::read_log;
+use crate::tier::Tier;
 use crate::train::{self, QueryMode};
 
 #[derive(Debug, Clone)]
@@ -77,13 +78,13 @@ pub fn run(
     out: &Path,
     ort: &SessionConfig,
 ) -> Result<RewardsReport, StudyError> {
-    let manifest = gallery_manifest(gallery)?;
+    let manifest = crate::train::gallery_manifest(gallery)?;
     let budget = study.tier.budget(manifest.mmacs);
     let mut grid = Vec::new();
     let mut runs: Vec<PathBuf> = Vec::new();
     for &loss in &study.losses {
         let sn_dir = out.join(format!("supernet-{}", label(&loss)));
-        let space = crate::pipeline::space_for(ctx.preset, study.tier, budget);
+        let space = crate::tier::space_for(ctx.preset, study.tier, budget);
         for &reward in &study.rewards {
             let search_dir = out.join(format!("search-{}-{}", label(&loss), label(&reward)));
             ctx.search(

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use hetvis_models::arch::{Backbone, ModelSpec};
 use serde::{Deserialize, Serialize};
 
-const BUILTIN: &str = include_str!("../presets.json");
+mod cmpnas;
+pub use cmpnas::{ChildSampling, CmpNasPreset, Rescore, RewardMetric, SupernetPreset, TierSpace};
+
+const BUILTIN: &str = include_str!("../../presets.json");
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -133,7 +136,7 @@ pub struct Preset {
     pub train_limit: usize,
     pub seed: u64,
     /// Super-network, search and pipeline tiers.
-    pub cmpnas: crate::cmpnas::CmpNasPreset,
+    pub cmpnas: CmpNasPreset,
     pub study: StudyPreset,
 }
 
