@@ -12,6 +12,7 @@ use hetvis_models::runtime::SessionConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split3;
+use crate::preset::RewardMetric;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
@@ -35,6 +36,17 @@ impl From<&RetrievalMetrics> for Metrics {
             tar_at_far_1e_2: m.tar(1e-2),
             tar_at_far_1e_3: m.tar(1e-3),
         }
+    }
+}
+
+/// One metric of an evaluation, chosen like the search's reward metric.
+pub fn metric_of(m: &Metrics, metric: RewardMetric) -> f64 {
+    match metric {
+        RewardMetric::Top1 => m.top1,
+        RewardMetric::Top5 => m.top5,
+        RewardMetric::Top10 => m.top10,
+        RewardMetric::MapAtR => m.map_at_r,
+        RewardMetric::TarAtFar1e3 => m.tar_at_far_1e_3,
     }
 }
 

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
-use crate::eval::{Metrics, QueryResult, Report};
+use crate::eval::{metric_of, Metrics, QueryResult, Report};
+use crate::preset::RewardMetric as Metric;
 
 /// The group whose rows are compared with every other group.
 pub const SEARCHED: &str = "cmpnas";
@@ -36,36 +37,14 @@ pub enum Side {
     Heterogeneous,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    Top1,
-    Top5,
-    Top10,
-    MapAtR,
-    #[serde(rename = "tar_at_far_1e-3")]
-    TarAtFar1e3,
-}
-
-impl Metric {
-    fn of(self, m: &Metrics) -> f64 {
-        match self {
-            Metric::Top1 => m.top1,
-            Metric::Top5 => m.top5,
-            Metric::Top10 => m.top10,
-            Metric::MapAtR => m.map_at_r,
-            Metric::TarAtFar1e3 => m.tar_at_far_1e_3,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Metric::Top1 => "top-1",
-            Metric::Top5 => "top-5",
-            Metric::Top10 => "top-10",
-            Metric::MapAtR => "mAP@R",
-            Metric::TarAtFar1e3 => "TAR@1e-3",
-        }
+/// How a metric is named in table headers.
+fn metric_label(m: Metric) -> &'static str {
+    match m {
+        Metric::Top1 => "top-1",
+        Metric::Top5 => "top-5",
+        Metric::Top10 => "top-10",
+        Metric::MapAtR => "mAP@R",
+        Metric::TarAtFar1e3 => "TAR@1e-3",
     }
 }
 
@@ -167,7 +146,9 @@ pub fn welch_p(x: &[f64], y: &[f64]) -> Option<f64> {
 }
 
 fn values(rows: &[&QueryResult], side: Side, metric: Metric) -> Vec<f64> {
-    rows.iter().map(|q| 100.0 * metric.of(side.of(q))).collect()
+    rows.iter()
+        .map(|q| 100.0 * metric_of(side.of(q), metric))
+        .collect()
 }
 
 pub fn compute(report: &Report) -> ReplicateStats {
@@ -203,7 +184,9 @@ pub fn compute(report: &Report) -> ReplicateStats {
                     .iter()
                     .map(|m| {
                         rows.iter()
-                            .filter(|q| m.of(&q.heterogeneous) > m.of(&q.homogeneous))
+                            .filter(|q| {
+                                metric_of(&q.heterogeneous, *m) > metric_of(&q.homogeneous, *m)
+                            })
                             .count()
                     })
                     .collect(),
@@ -251,11 +234,11 @@ fn p_text(p: Option<f64>) -> String {
 pub fn markdown(s: &ReplicateStats) -> String {
     let heads: Vec<String> = COLUMNS
         .iter()
-        .map(|(side, m)| format!("{} {}", side.short(), m.label()))
+        .map(|(side, m)| format!("{} {}", side.short(), metric_label(*m)))
         .collect();
     let rules: Vec<String> = RULE_METRICS
         .iter()
-        .map(|m| format!("rule {}", m.label()))
+        .map(|m| format!("rule {}", metric_label(*m)))
         .collect();
     let mut out = format!(
         "| model | MMACs | seeds | {} | {} | het. top-1 per seed |\n|---|---:|---:|{}{}---|\n",

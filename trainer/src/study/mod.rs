@@ -10,6 +10,8 @@
 //! Every trained model is a run directory like the pipeline's, so a re-run skips finished models; the
 //! evaluation runs on the shipped ONNX models through [`crate::eval`].
 
+pub use crate::eval::metric_of;
+
 pub mod pruning;
 pub mod random_archs;
 pub mod rewards;
@@ -20,8 +22,7 @@ use hetvis_models::runtime::SessionConfig;
 
 use crate::context::Context;
 use crate::data::Split3;
-use crate::eval::{EvalError, Metrics, QueryResult, Report};
-use crate::preset::RewardMetric;
+use crate::eval::{EvalError, QueryResult, Report};
 use crate::train::TrainError;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,17 +52,6 @@ pub fn test_subset(split: &Split3, limit: usize) -> Split3 {
     Split3 {
         x: split.x.narrow(0, 0, n),
         y: split.y.narrow(0, 0, n),
-    }
-}
-
-/// One metric of an evaluation, chosen like the search's reward metric.
-pub fn metric_of(m: &Metrics, metric: RewardMetric) -> f64 {
-    match metric {
-        RewardMetric::Top1 => m.top1,
-        RewardMetric::Top5 => m.top5,
-        RewardMetric::Top10 => m.top10,
-        RewardMetric::MapAtR => m.map_at_r,
-        RewardMetric::TarAtFar1e3 => m.tar_at_far_1e_3,
     }
 }
 
