@@ -335,7 +335,7 @@ fn main() -> anyhow::Result<()> {
     // Persist, then open: verification alone, and verification + parallel graph rebuild.
     let dir = tmp.path().join("idx");
     let started = Instant::now();
-    index.save(&dir)?;
+    let _ = index.save_exclusive(&dir)?;
     let save_s = started.elapsed().as_secs_f64();
     let disk: u64 = std::fs::read_dir(&dir)?
         .flatten()

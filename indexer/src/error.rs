@@ -41,6 +41,8 @@ pub enum IndexError {
     },
     #[error("id {0:?} is already in the index")]
     DuplicateId(String),
+    #[error("{path} is being changed by another writer ({holder}); one writer at a time")]
+    Locked { path: PathBuf, holder: String },
     #[error("invalid index parameters: {0}")]
     InvalidParams(String),
 }

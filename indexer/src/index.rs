@@ -5,6 +5,7 @@ use std::path::Path;
 
 use hetvis_models::manifest::ModelManifest;
 
+use crate::atomic_dir::{Durability, WriterLock};
 use crate::error::IndexError;
 use crate::flat::{self, FlatIndex};
 use crate::graph::Graph;
@@ -78,7 +79,7 @@ impl Index {
     }
 
     /// Loads an index directory, verifying every file against the manifest, and rebuilds the HNSW graph from the
-    /// stored vectors (in parallel). Recovers the previous index when a save was interrupted between renames.
+    /// stored vectors (in parallel). Reads the previous index when a save was interrupted between renames.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         let mut index = Self::open_without_graph(dir)?;
         let started = std::time::Instant::now();
@@ -148,14 +149,26 @@ impl Index {
         self.graph.is_some()
     }
 
-    /// Writes the index to `dir` atomically: a crash at any point leaves the previous index loadable.
-    pub fn save(&self, dir: &Path) -> Result<(), IndexError> {
-        self.save_with_extras(dir, &[])
+    /// Writes the index to the locked directory atomically: a crash at any point leaves the previous index
+    /// loadable. `NotDurable` when the new version is in place but its final fsync failed.
+    pub fn save(&self, lock: &WriterLock) -> Result<Durability, IndexError> {
+        self.save_with_extras(lock, &[])
+    }
+
+    /// [`Self::save`] under a writer lock taken for this save alone: for an index built in one go. A caller
+    /// that opened the index to change it takes the lock before opening, or the save may drop another writer's
+    /// changes.
+    pub fn save_exclusive(&self, dir: &Path) -> Result<Durability, IndexError> {
+        self.save(&WriterLock::acquire(dir)?)
     }
 
     /// [`Self::save`], plus extra files (name, bytes) such as an errors report, outside the checksummed set.
-    pub fn save_with_extras(&self, dir: &Path, extras: &[(&str, &[u8])]) -> Result<(), IndexError> {
-        atomic_dir::replace_dir(dir, |tmp| {
+    pub fn save_with_extras(
+        &self,
+        lock: &WriterLock,
+        extras: &[(&str, &[u8])],
+    ) -> Result<Durability, IndexError> {
+        atomic_dir::replace_dir(lock, |tmp| {
             store::write_into(tmp, &self.manifest, &self.records, &self.vectors, extras)
         })
     }

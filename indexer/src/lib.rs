@@ -21,6 +21,7 @@ pub mod store;
 mod test_model;
 pub mod vector;
 
+pub use atomic_dir::{Durability, WriterLock};
 pub use error::IndexError;
 pub use index::{Hit, Index, SearchMode};
 pub use manifest::{GalleryModel, IndexManifest};

@@ -8,6 +8,9 @@ use crate::error::IndexError;
 pub const MAX_M: usize = 256;
 /// Layers the graph may use (`hnsw_rs`'s own ceiling).
 pub const MAX_LAYERS: usize = 16;
+/// Largest candidate list, while inserting or searching: the same bound a request's `ef` gets by default, so a
+/// hand-edited or hostile manifest cannot make every insert or search scan without end.
+pub const MAX_EF: usize = 4096;
 /// Below this many vectors [`crate::Index::search`] scans them all: exact, and as fast as the graph.
 pub const EXACT_SEARCH_MAX_LEN: usize = 2_000;
 
@@ -40,11 +43,17 @@ impl HnswParams {
             // M = 1 makes hnsw_rs's level scale 1/ln(1) infinite.
             return bad(format!("M must be in 2..={MAX_M}, got {}", self.m));
         }
-        if self.ef_construction == 0 {
-            return bad("ef_construction must be at least 1".into());
+        if !(1..=MAX_EF).contains(&self.ef_construction) {
+            return bad(format!(
+                "ef_construction must be in 1..={MAX_EF}, got {}",
+                self.ef_construction
+            ));
         }
-        if self.ef_search == 0 {
-            return bad("ef_search must be at least 1".into());
+        if !(1..=MAX_EF).contains(&self.ef_search) {
+            return bad(format!(
+                "ef_search must be in 1..={MAX_EF}, got {}",
+                self.ef_search
+            ));
         }
         Ok(())
     }
@@ -70,10 +79,19 @@ mod tests {
             ..Default::default()
         };
         assert!(p.validate().is_ok());
+        for (ef_construction, ef_search) in [(0, 64), (MAX_EF + 1, 64), (100, 0), (100, MAX_EF + 1)] {
+            let p = HnswParams {
+                ef_construction,
+                ef_search,
+                ..Default::default()
+            };
+            assert!(p.validate().is_err(), "{p:?}");
+        }
         let p = HnswParams {
-            ef_construction: 0,
+            ef_construction: MAX_EF,
+            ef_search: MAX_EF,
             ..Default::default()
         };
-        assert!(p.validate().is_err());
+        assert!(p.validate().is_ok());
     }
 }

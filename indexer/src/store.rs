@@ -246,13 +246,29 @@ fn parse_records(path: &Path, bytes: &[u8], count: usize) -> Result<Vec<Record>,
     Ok(records)
 }
 
-/// Reads an index directory, checking every file against the manifest. Recovers an index that an interrupted
-/// save left moved aside (see [`crate::atomic_dir::recover`]).
+/// Reads an index directory, checking every file against the manifest. While a save interrupted between its
+/// renames has left the target missing, reads the previous version where it lies; renames nothing.
 pub fn read_verified(dir: &Path) -> Result<StoredIndex, IndexError> {
-    crate::atomic_dir::recover(dir)?;
+    // A writer may move the directory between our reads of its files (it renames, then deletes the old copy):
+    // a file that vanished mid-read is read again from wherever the index is now.
+    let mut attempts = 0;
+    loop {
+        let at = crate::atomic_dir::resolve_for_reading(dir);
+        match read_dir_verified(dir, &at) {
+            Err(IndexError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempts < 3 =>
+            {
+                attempts += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn read_dir_verified(target: &Path, dir: &Path) -> Result<StoredIndex, IndexError> {
     if !dir.is_dir() {
         return Err(IndexError::NotFound {
-            path: dir.to_owned(),
+            path: target.to_owned(),
         });
     }
     let manifest = read_manifest(dir)?;

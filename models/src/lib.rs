@@ -6,6 +6,7 @@ pub mod arch;
 pub mod atomic;
 pub mod data;
 pub mod embed;
+pub mod failpoint;
 pub mod flops;
 pub mod manifest;
 pub mod metrics;

@@ -3,10 +3,12 @@
 //! decode (PNG, JPEG, WebP, BMP, GIF first frame) -> grayscale/alpha to the model's channels -> resize -> normalise
 //! -> NCHW f32.
 //!
-//! Resize: the shorter side is scaled to the model input with a bilinear (triangle) filter whose support widens
-//! when shrinking, so downscaling is anti-aliased, then the centre square is cropped. This keeps the aspect
-//! ratio (no stretching of non-square photos) and equals a plain resize for square images such as
-//! Fashion-MNIST. Alpha is composited onto white (product photos are usually on white).
+//! Resize: the centre square of the image (side = its shorter side) is cropped first, then scaled to the model
+//! input in one step with a bilinear (triangle) filter whose support widens when shrinking, so downscaling is
+//! anti-aliased. This keeps the aspect ratio (no stretching of non-square photos), equals a plain resize for
+//! square images such as Fashion-MNIST, and bounds memory after decoding by the decoder's own limits: no buffer
+//! is ever larger than the decoded image or the centre square (a 1 x 4096 strip is never scaled to 224 x 917504
+//! first). Alpha is composited onto white (product photos are usually on white).
 
 use std::io::Cursor;
 
@@ -71,6 +73,20 @@ pub struct ImageLimits {
     pub max_height: u32,
     /// Most bytes the decoder may allocate.
     pub max_alloc: u64,
+}
+
+impl ImageLimits {
+    /// Most bytes decoding plus preprocessing one image may hold at once under these limits, at input `p`: the
+    /// decoder's buffer (`max_alloc`, which `image` enforces), a copy of the centre square in the decoded
+    /// pixel type (at most the same) and as RGBA and RGB (7 bytes per pixel), the resize's intermediate rows
+    /// (RGBA f32), the resized image and the output floats, plus 1 MiB for the decoders' own tables.
+    pub fn peak_bytes(&self, p: &Preprocessing) -> u64 {
+        let max_side = (self.max_alloc as f64).sqrt() as u64;
+        let side = u64::from(self.max_width.min(self.max_height)).min(max_side);
+        let size = p.size as u64;
+        2 * self.max_alloc + 7 * side * side + 16 * side * size + 3 * size * size + 4 * p.numel() as u64
+            + (1 << 20)
+    }
 }
 
 impl Default for ImageLimits {
@@ -158,16 +174,20 @@ fn to_rgb(img: &DynamicImage) -> RgbImage {
 pub fn preprocess_into(img: &DynamicImage, p: &Preprocessing, out: &mut Vec<f32>) {
     let size = p.size as u32;
     let (w, h) = img.dimensions();
-    let rgb = to_rgb(img);
-    let resized = if (w, h) == (size, size) {
+    // Crop before resizing, so nothing larger than the decoded image is ever allocated.
+    let side = w.min(h);
+    let cropped;
+    let square = if w == h {
+        img
+    } else {
+        cropped = img.crop_imm((w - side) / 2, (h - side) / 2, side, side);
+        &cropped
+    };
+    let rgb = to_rgb(square);
+    let resized = if side == size {
         rgb
     } else {
-        // Shorter side to `size`, then the centre square.
-        let scale = size as f64 / w.min(h) as f64;
-        let nw = ((w as f64 * scale).round() as u32).max(size);
-        let nh = ((h as f64 * scale).round() as u32).max(size);
-        let scaled = image::imageops::resize(&rgb, nw, nh, image::imageops::FilterType::Triangle);
-        image::imageops::crop_imm(&scaled, (nw - size) / 2, (nh - size) / 2, size, size).to_image()
+        image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle)
     };
     let plane = p.size * p.size;
     let start = out.len();

@@ -1,6 +1,8 @@
-//! The admin bearer token that guards `POST /gallery`.
+//! The admin bearer token that guards gallery changes and their operations.
 
 use axum::http::{header, HeaderMap};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
@@ -14,20 +16,28 @@ pub fn require_admin(configured: Option<&str>, headers: &HeaderMap) -> Result<()
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match given {
-        Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(t) if tokens_match(t, expected) => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The credentials of an `Authorization: Bearer <token>` value; the scheme is case-insensitive (RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares SHA-256 digests in constant time: neither the position of the first wrong byte nor the length of
+/// the configured token shows in the timing.
+fn tokens_match(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.ct_eq(&b).into()
 }
 
 #[cfg(test)]
@@ -47,16 +57,24 @@ mod tests {
     fn token_checks() {
         let status =
             |c: Option<&str>, a: Option<&str>| require_admin(c, &with(a)).err().map(|e| e.status());
-        assert_eq!(status(Some("s3cret"), Some("Bearer s3cret")), None);
-        assert_eq!(status(Some("s3cret"), None), Some(StatusCode::UNAUTHORIZED));
-        assert_eq!(
-            status(Some("s3cret"), Some("Bearer s3cre")),
-            Some(StatusCode::UNAUTHORIZED)
-        );
-        assert_eq!(
-            status(Some("s3cret"), Some("s3cret")),
-            Some(StatusCode::UNAUTHORIZED)
-        );
+        for ok in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret ", "Bearer\ts3cret"] {
+            assert_eq!(status(Some("s3cret"), Some(ok)), None, "{ok:?}");
+        }
+        for wrong in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Bearer "),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+            Some("Bearers3cret"),
+        ] {
+            assert_eq!(
+                status(Some("s3cret"), wrong),
+                Some(StatusCode::UNAUTHORIZED),
+                "{wrong:?}"
+            );
+        }
         assert_eq!(status(None, Some("Bearer x")), Some(StatusCode::FORBIDDEN));
     }
 }

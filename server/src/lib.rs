@@ -10,8 +10,12 @@ pub mod embed_pool;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
+pub mod operations;
 pub mod page;
 pub mod routes;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
+#[cfg(test)]
+mod test_state;
+pub mod work;

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::json_error;
 use crate::state::SharedState;
+use crate::work::{Admitted, CommitSlot};
 
 /// Counts requests by route template and status, and keeps the in-flight gauge.
 pub async fn track(State(state): State<SharedState>, req: Request, next: Next) -> Response {
@@ -46,13 +47,14 @@ impl Drop for InFlight {
 }
 
 /// Admits a search or upload only while fewer than `--max-in-flight` are being served; 429 otherwise. Bodies
-/// are read after admission, so memory held by bodies stays below `max_in_flight x body_limit`.
-pub async fn admit(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+/// are read after admission, so memory held by bodies stays below `max_in_flight x body_limit`. The permit goes
+/// into the request's extensions as [`Admitted`]; handlers hand clones of it to the work they start, so it is
+/// returned when both the request and its work are over.
+pub async fn admit(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
     match state.admission.clone().try_acquire_owned() {
         Ok(permit) => {
-            let response = next.run(req).await;
-            drop(permit);
-            response
+            req.extensions_mut().insert(Admitted::new(permit));
+            next.run(req).await
         }
         Err(_) => json_error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -61,16 +63,34 @@ pub async fn admit(State(state): State<SharedState>, req: Request, next: Next) -
     }
 }
 
-/// Answers 503 (with `Retry-After`) when a request, body upload included, takes longer than the limit.
-pub async fn timeout(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+/// Answers 503 (with `Retry-After`) when a request, body upload included, takes longer than the limit; but 202
+/// with the operation's id when the handler had already started a change that will be made (see
+/// [`CommitSlot`]), so a client is never told "failed" about a write that lands.
+pub async fn timeout(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
     let limit = state.limits.request_timeout;
+    let slot = CommitSlot::default();
+    req.extensions_mut().insert(slot.clone());
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("request timed out after {} ms", limit.as_millis()),
-        ),
+        Err(_) => match slot.get() {
+            Some(operation) => accepted(operation),
+            None => json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("request timed out after {} ms", limit.as_millis()),
+            ),
+        },
     }
+}
+
+/// 202 for a change still being made: where to read its outcome.
+pub fn accepted(operation: &str) -> Response {
+    let url = format!("/operations/{operation}");
+    let body = serde_json::json!({ "operation": operation, "state": "running", "status_url": url });
+    let mut r = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 /// Largest non-JSON error body kept as the message.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hetvis_indexer::{checksum, Index, IndexError};
+use hetvis_indexer::{checksum, Index, IndexError, WriterLock};
 use hetvis_models::embed::{EmbedError, Embedder};
 use hetvis_models::preprocess::{self, Preprocessing};
 use hetvis_models::runtime::{self, RuntimeError, SessionConfig};
@@ -52,10 +52,19 @@ pub enum StartupError {
 pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
     runtime::init(config.ort_lib.as_deref())?;
     let started = Instant::now();
-    let index = Index::open_without_graph(&config.index).map_err(|cause| StartupError::Index {
+    let index_error = |cause| StartupError::Index {
         dir: config.index.clone(),
         cause,
-    })?;
+    };
+    // A server that may change the index holds its writer lock for life (taken before reading, which also
+    // repairs what a killed writer left); a read-only server takes none.
+    let uploads = config.admin_token.as_deref().is_some_and(|t| !t.is_empty())
+        && config.gallery_model.is_some();
+    let writer_lock = uploads
+        .then(|| WriterLock::acquire(&config.index))
+        .transpose()
+        .map_err(index_error)?;
+    let index = Index::open_without_graph(&config.index).map_err(index_error)?;
     let metrics = Metrics::new()?;
     let session = config.session();
     let incompatible = |role, path: &Path| {
@@ -121,6 +130,7 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
         image_store: config.image_store.clone(),
         gallery_root: config.gallery_root.clone(),
         fashion_mnist: config.fashion_mnist.clone(),
+        writer_lock,
     })))
 }
 
@@ -192,32 +202,96 @@ fn probe_input(p: &Preprocessing) -> Vec<f32> {
 /// Builds the HNSW graph from a snapshot of the vectors on a thread of its own (searches continue, exact, on
 /// the live index meanwhile), then installs it; rows added since the snapshot are inserted on installation.
 pub fn build_graph_in_background(state: &SharedState) {
+    build_in_background(state, |shared| {
+        if hetvis_models::failpoint::fail("graph-build") {
+            panic!("injected failure of the graph build");
+        }
+        let snapshot = shared.read_index().clone_without_graph();
+        let graph = snapshot.build_graph()?;
+        drop(snapshot);
+        shared.write_index().install_graph(graph)
+    });
+}
+
+/// Runs `build` on its own thread and records how it ended: ready, failed with its error, or failed with its
+/// panic's message (a panic must not leave the state at "building" for ever).
+fn build_in_background(
+    state: &SharedState,
+    build: impl FnOnce(&SharedState) -> Result<(), IndexError> + Send + 'static,
+) {
     let shared = state.clone();
     let spawned = std::thread::Builder::new()
         .name("hnsw-build".into())
         .spawn(move || {
             let started = Instant::now();
-            let snapshot = shared.read_index().clone_without_graph();
-            let result = snapshot
-                .build_graph()
-                .and_then(|graph| shared.write_index().install_graph(graph));
-            drop(snapshot);
-            match result {
-                Ok(()) => {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&shared)));
+            let state = match outcome {
+                Ok(Ok(())) => {
                     tracing::info!(
                         seconds = started.elapsed().as_secs_f64(),
                         "HNSW graph installed"
                     );
-                    shared.set_graph_state(GraphState::Ready);
+                    GraphState::Ready
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "HNSW graph build failed; searches stay exact");
-                    shared.set_graph_state(GraphState::Failed(e.to_string()));
+                    GraphState::Failed(e.to_string())
                 }
-            }
+                Err(panic) => {
+                    let message = panic_message(panic.as_ref());
+                    tracing::error!(panic = %message, "HNSW graph build panicked; searches stay exact");
+                    GraphState::Failed(format!("the graph build panicked: {message}"))
+                }
+            };
+            shared.set_graph_state(state);
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the graph builder; searches stay exact");
         state.set_graph_state(GraphState::Failed(e.to_string()));
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_state::{self, Options};
+
+    fn wait_settled(state: &SharedState) -> GraphState {
+        for _ in 0..500 {
+            let s = state.graph_state();
+            if s != GraphState::Building {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the graph state stayed at building");
+    }
+
+    #[test]
+    fn a_panicking_graph_build_is_reported_as_failed_with_its_message() {
+        let state = test_state::state(Options::default());
+        state.set_graph_state(GraphState::Building);
+        build_in_background(&state, |_| panic!("hnsw ran out of layers"));
+        match wait_settled(&state) {
+            GraphState::Failed(m) => assert!(m.contains("hnsw ran out of layers"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state.metrics.graph_ready.get(), 0);
+    }
+
+    #[test]
+    fn a_real_build_installs_the_graph() {
+        let state = test_state::state(Options::default());
+        build_graph_in_background(&state);
+        assert_eq!(wait_settled(&state), GraphState::Ready);
+        assert!(state.read_index().has_graph());
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hetvis_indexer::Index;
+use hetvis_indexer::{Index, WriterLock};
 use hetvis_models::manifest::{ModelManifest, Role};
 use hetvis_models::preprocess::{ImageLimits, Preprocessing};
 use hetvis_models::runtime::Provider;
@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::dataset_images::FashionMnistImages;
 use crate::embed_pool::EmbedPool;
 use crate::metrics::Metrics;
+use crate::operations::Operations;
 
 /// A model as `/v1/info` and every search response describe it.
 #[derive(Debug, Clone, Serialize)]
@@ -105,12 +106,20 @@ pub struct AppState {
     pub gallery_root: Option<PathBuf>,
     pub fashion_mnist: Option<FashionMnistImages>,
     pub graph: Mutex<GraphState>,
-    /// Admission: one permit per search or upload being served (429 when none is left).
+    /// Admission: one permit per search or upload being served or still working (429 when none is left).
     pub admission: Arc<tokio::sync::Semaphore>,
-    /// Decodes at once: CPU-bound work, so about one per core, which also bounds decoder memory.
-    pub decoders: tokio::sync::Semaphore,
+    /// Decodes at once: CPU-bound work, so about one per core, which also bounds decoder memory. Held by the
+    /// decode itself, so a timed-out request's decode still counts.
+    pub decoders: Arc<tokio::sync::Semaphore>,
     /// One gallery addition at a time: each saves the whole index.
     pub writer: Arc<tokio::sync::Mutex<()>>,
+    /// The index directory's writer lock, held for the server's life when uploads are enabled, so no other
+    /// process can change the index under it (and have its changes dropped by the next upload's save).
+    pub writer_lock: Option<WriterLock>,
+    /// Gallery changes answered 202 before they finished.
+    pub operations: Operations,
+    /// The last readiness check and when it ran: `/readyz` checks at most once a second, one check at a time.
+    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<serde_json::Value, String>)>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -127,6 +136,7 @@ pub struct StateParts {
     pub image_store: Option<PathBuf>,
     pub gallery_root: Option<PathBuf>,
     pub fashion_mnist: Option<PathBuf>,
+    pub writer_lock: Option<WriterLock>,
 }
 
 impl AppState {
@@ -152,10 +162,13 @@ impl AppState {
             fashion_mnist: p.fashion_mnist.map(FashionMnistImages::new),
             graph: Mutex::new(graph),
             admission: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
-            decoders: tokio::sync::Semaphore::new(
+            decoders: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            )),
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            writer_lock: p.writer_lock,
+            operations: Operations::default(),
+            readiness: tokio::sync::Mutex::new(None),
         }
     }
 

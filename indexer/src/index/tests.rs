@@ -83,7 +83,7 @@ fn save_and_open_round_trip_and_search_agrees_with_exact() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx");
     let idx = built(3000);
-    idx.save(&path).unwrap();
+    let _ = idx.save_exclusive(&path).unwrap();
     let back = Index::open(&path).unwrap();
     assert_eq!(back.len(), 3000);
     assert_eq!(back.dim(), DIM);
@@ -117,11 +117,11 @@ fn save_and_open_round_trip_and_search_agrees_with_exact() {
 fn add_after_reopen_appends_and_persists() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx");
-    built(500).save(&path).unwrap();
+    let _ = built(500).save_exclusive(&path).unwrap();
     let mut idx = Index::open(&path).unwrap();
     idx.add(items(300, 2, "b")).unwrap();
     assert_eq!(idx.len(), 800);
-    idx.save(&path).unwrap();
+    let _ = idx.save_exclusive(&path).unwrap();
     let back = Index::open(&path).unwrap();
     assert_eq!(back.len(), 800);
     assert_eq!(back.row_of("b/299"), Some(799));
@@ -178,7 +178,7 @@ fn invalid_parameters_are_refused_before_hnsw_rs_sees_them() {
 
 fn saved(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("idx");
-    built(200).save(&path).unwrap();
+    let _ = built(200).save_exclusive(&path).unwrap();
     path
 }
 
@@ -262,14 +262,21 @@ fn a_save_interrupted_between_renames_leaves_the_old_index_loadable() {
     let mut bigger = Index::open(&path).unwrap();
     bigger.add(items(10, 5, "new")).unwrap();
     let tmp = dir.path().join("idx.tmp-999999");
-    bigger.save(&tmp).unwrap();
+    let _ = bigger.save_exclusive(&tmp).unwrap();
     std::fs::rename(&path, dir.path().join("idx.old-999999")).unwrap();
     let back = Index::open(&path).unwrap();
     assert_eq!(back.len(), 200);
-    assert!(path.join(MANIFEST_FILE).is_file());
-    // And a later save still works beside the leftover temp dir.
-    bigger.save(&path).unwrap();
+    // Reading renamed nothing: the old copy is read where it lies.
+    assert!(!path.exists());
+    // The next writer moves it back, deletes both leftovers and saves.
+    let _ = bigger.save_exclusive(&path).unwrap();
     assert_eq!(Index::open(&path).unwrap().len(), 210);
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["idx", "idx.lock", "idx.tmp-999999.lock"]);
 }
 
 #[test]
@@ -351,7 +358,7 @@ fn a_graphless_clone_stages_an_addition_without_touching_the_original() {
     assert_eq!((live.len(), staged.len()), (50, 53));
     assert!(!live.contains_id("new/0") && staged.contains_id("new/0"));
     let path = dir.path().join("idx");
-    staged.save(&path).unwrap();
+    let _ = staged.save_exclusive(&path).unwrap();
     assert_eq!(Index::open(&path).unwrap().len(), 53);
     // A graph built from the snapshot installs into the live index.
     let graph = live.clone_without_graph().build_graph().unwrap();

@@ -54,10 +54,12 @@ async fn serve(state: SharedState, addr: SocketAddr) -> anyhow::Result<()> {
     writeln!(out, "listening on http://{local}")?;
     out.flush()?;
     tracing::info!(addr = %local, "listening");
-    axum::serve(listener, routes::router(state))
+    axum::serve(listener, routes::router(state.clone()))
         .with_graceful_shutdown(shutdown::signal())
         .await
         .context("serving")?;
+    // A gallery addition answered 202 is still being saved: let it finish before exiting.
+    drop(state.writer.lock().await);
     tracing::info!("stopped");
     Ok(())
 }

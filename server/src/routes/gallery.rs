@@ -1,24 +1,33 @@
-//! `POST /gallery`: bulk-adds images to the index, embedded with the gallery model, saved atomically.
+//! `POST /gallery`: bulk-adds images to the index, embedded with the gallery model, saved atomically;
+//! `GET /operations/{id}`: the outcome of an addition answered before it finished.
 //!
 //! Body: `multipart/form-data` with one or more `image` parts. A part's id is the value of the `id` text
 //! field sent just before it, else its filename; an optional `label` field before it labels it. All or
-//! nothing: any bad image, duplicate id or failed save adds nothing. The live index takes the new rows only
+//! nothing: any bad image, conflicting id or failed save adds nothing. The live index takes the new rows only
 //! after the save succeeded.
+//!
+//! Replies tell the truth. 201: added (and saved). 200: every image was already there with the same id and the
+//! same bytes (a retry of a committed upload is a success, not a conflict). 409: an id is taken by other bytes.
+//! 202 with an operation id: the request ran out of time after the save had started; the save goes on, and
+//! `GET /operations/{id}` says how it ended. A 503 timeout means nothing was or will be added.
 
 use std::path::Path;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::Json;
-use hetvis_indexer::{checksum, IndexError, Record};
+use axum::{Extension, Json};
+use hetvis_indexer::{checksum, Durability, Index, IndexError, Record};
 use hetvis_models::preprocess;
 use serde::Serialize;
 
 use super::image_body::{self, BodyKind};
 use crate::auth;
+use crate::embed_pool::Embedded;
 use crate::error::ApiError;
+use crate::operations::OperationState;
 use crate::state::SharedState;
+use crate::work::{Admitted, CommitSlot};
 
 /// Most images one request may add.
 pub const MAX_IMAGES: usize = 1024;
@@ -28,13 +37,20 @@ struct Upload {
     id: String,
     label: Option<String>,
     bytes: Bytes,
+    sha256: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AddResponse {
     pub added: usize,
+    /// The ids added by this request.
     pub ids: Vec<String>,
+    /// Ids that were already in the index with the same image bytes (an earlier, committed attempt).
+    pub already_present: Vec<String>,
     pub index_size: usize,
+    /// False when the new index is in place but its final fsync failed: committed, but a power loss could
+    /// still undo it.
+    pub durable: bool,
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
@@ -46,7 +62,8 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn read_uploads(req: Request) -> Result<Vec<Upload>, ApiError> {
+/// The id, label and bytes of every image part (not hashed yet: that is blocking work).
+async fn read_uploads(req: Request) -> Result<Vec<(String, Option<String>, Bytes)>, ApiError> {
     if !matches!(image_body::body_kind(&req)?, BodyKind::Multipart) {
         return Err(ApiError::UnsupportedMediaType(
             "POST /gallery takes multipart/form-data with `image` parts".into(),
@@ -54,7 +71,7 @@ async fn read_uploads(req: Request) -> Result<Vec<Upload>, ApiError> {
     }
     let mut form = image_body::multipart(req).await?;
     let (mut id, mut label) = (None, None);
-    let mut uploads: Vec<Upload> = Vec::new();
+    let mut uploads = Vec::new();
     while let Some(field) = form
         .next_field()
         .await
@@ -81,11 +98,7 @@ async fn read_uploads(req: Request) -> Result<Vec<Upload>, ApiError> {
                     )));
                 }
                 let bytes = field.bytes().await.map_err(image_body::multipart_error)?;
-                uploads.push(Upload {
-                    id,
-                    label: label.take(),
-                    bytes,
-                });
+                uploads.push((id, label.take(), bytes));
             }
             other => {
                 return Err(ApiError::BadRequest(format!(
@@ -100,25 +113,35 @@ async fn read_uploads(req: Request) -> Result<Vec<Upload>, ApiError> {
     Ok(uploads)
 }
 
-fn refuse_duplicates(state: &SharedState, uploads: &[Upload]) -> Result<(), ApiError> {
-    let index = state.read_index();
+/// Splits uploads into new ones and ids already in `index` with the same bytes; 409 for an id given twice or
+/// taken by other bytes.
+fn classify(index: &Index, uploads: Vec<Upload>) -> Result<(Vec<Upload>, Vec<String>), ApiError> {
     let mut seen = std::collections::HashSet::new();
+    let (mut fresh, mut present) = (Vec::new(), Vec::new());
     for u in uploads {
-        if !seen.insert(u.id.as_str()) {
+        if !seen.insert(u.id.clone()) {
             return Err(ApiError::Conflict(format!("id {:?} appears twice", u.id)));
         }
-        if index.contains_id(&u.id) {
-            return Err(ApiError::Conflict(format!(
-                "id {:?} is already in the index",
-                u.id
-            )));
+        match index.row_of(&u.id) {
+            None => fresh.push(u),
+            Some(row) if index.records()[row].sha256.as_deref() == Some(u.sha256.as_str()) => {
+                present.push(u.id)
+            }
+            Some(_) => {
+                return Err(ApiError::Conflict(format!(
+                    "id {:?} is already in the index with another image",
+                    u.id
+                )))
+            }
         }
     }
-    Ok(())
+    Ok((fresh, present))
 }
 
 pub async fn add(
     State(state): State<SharedState>,
+    Extension(admitted): Extension<Admitted>,
+    Extension(slot): Extension<CommitSlot>,
     headers: HeaderMap,
     req: Request,
 ) -> Result<(StatusCode, Json<AddResponse>), ApiError> {
@@ -128,70 +151,155 @@ pub async fn add(
             "adding to the gallery needs its model: start the server with --gallery-model".into(),
         )
     })?;
-    let uploads = read_uploads(req).await?;
-    refuse_duplicates(&state, &uploads)?;
+    let parts = read_uploads(req).await?;
 
+    // Hashing, the duplicate check (which takes the index lock) and decoding are blocking work: off the async
+    // threads, holding the decoder and admission permits until they are done.
     let decoder = state
         .decoders
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-    let (p, limits) = (gallery.preprocessing.clone(), state.limits.image);
-    let (uploads, input) = tokio::task::spawn_blocking(move || {
-        let mut input = Vec::with_capacity(uploads.len() * p.numel());
-        for u in &uploads {
-            let one = preprocess::preprocess_bytes(&u.bytes, &p, limits)
+    let (shared, held) = (state.clone(), admitted.clone());
+    let p = gallery.preprocessing.clone();
+    let (fresh, present, input) = tokio::task::spawn_blocking(move || {
+        let _work = (held, decoder);
+        let uploads = parts
+            .into_iter()
+            .map(|(id, label, bytes)| Upload {
+                sha256: checksum::sha256_hex(&bytes),
+                id,
+                label,
+                bytes,
+            })
+            .collect();
+        let (fresh, present) = classify(&shared.read_index(), uploads)?;
+        let mut input = Vec::with_capacity(fresh.len() * p.numel());
+        for u in &fresh {
+            let one = preprocess::preprocess_bytes(&u.bytes, &p, shared.limits.image)
                 .map_err(|e| ApiError::image(&format!("image {:?}", u.id), e))?;
             input.extend_from_slice(&one);
         }
-        Ok::<_, ApiError>((uploads, input))
+        Ok::<_, ApiError>((fresh, present, input))
     })
     .await??;
-    drop(decoder);
-    let n = uploads.len();
-    let embedded = gallery.pool.embed(input, n).await?;
+    if fresh.is_empty() {
+        let index_size = state.metrics.index_size.get() as usize;
+        return Ok((
+            StatusCode::OK,
+            Json(AddResponse {
+                added: 0,
+                ids: Vec::new(),
+                already_present: present,
+                index_size,
+                durable: true,
+            }),
+        ));
+    }
+    let embedded = gallery.pool.embed(input, fresh.len()).await?;
 
-    // One writer at a time; searches go on meanwhile. The guard moves into the blocking task, so a request
-    // that times out cannot let a second save start while its own is still running.
-    let writer = state.writer.clone().lock_owned().await;
+    // From here the change is made whatever happens to this request: it runs as a task of its own, and the
+    // timeout answers 202 with the operation's id rather than 503.
+    let operation = state.operations.start();
+    slot.set(&operation);
     let shared = state.clone();
-    let (ids, index_size) = tokio::task::spawn_blocking(move || {
-        let _writer = writer;
-        refuse_duplicates(&shared, &uploads)?;
-        let dim = embedded.vectors.len() / n;
-        let mut items = Vec::with_capacity(n);
-        for (u, v) in uploads.iter().zip(embedded.vectors.chunks_exact(dim)) {
-            let mut record = Record::new(u.id.clone());
+    let task = tokio::spawn(async move {
+        let result = commit(shared.clone(), admitted, fresh, present, embedded).await;
+        // Recorded by the task, not the request: a request that timed out no longer runs.
+        shared.operations.finish(
+            &operation,
+            match &result {
+                Ok(r) => OperationState::Committed {
+                    result: serde_json::to_value(r).unwrap_or_default(),
+                },
+                Err(e) => OperationState::Failed {
+                    status: e.status().as_u16(),
+                    error: e.to_string(),
+                },
+            },
+        );
+        result
+    });
+    let result = task.await.map_err(ApiError::from).and_then(|r| r);
+    let response = result?;
+    let status = if response.added > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response)))
+}
+
+/// Saves the index with the new rows, then lets the live index take them. One commit at a time; the
+/// admission permit is held until the save is over.
+async fn commit(
+    state: SharedState,
+    admitted: Admitted,
+    fresh: Vec<Upload>,
+    mut present: Vec<String>,
+    embedded: Embedded,
+) -> Result<AddResponse, ApiError> {
+    let writer = state.writer.clone().lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let _work = (writer, admitted);
+        let lock = state.writer_lock.as_ref().ok_or_else(|| {
+            ApiError::Internal("the server does not hold the index's writer lock".into())
+        })?;
+        let dim = embedded.vectors.len() / fresh.len().max(1);
+        let vectors: Vec<(Upload, &[f32])> =
+            fresh.into_iter().zip(embedded.vectors.chunks_exact(dim)).collect();
+        // Stage on a copy; a retry that committed meanwhile shows up here as already present.
+        let mut staged = state.read_index().clone_without_graph();
+        let mut items = Vec::with_capacity(vectors.len());
+        for (u, v) in vectors {
+            match staged.row_of(&u.id) {
+                Some(row) if staged.records()[row].sha256.as_deref() == Some(u.sha256.as_str()) => {
+                    present.push(u.id);
+                    continue;
+                }
+                Some(_) => {
+                    return Err(ApiError::Conflict(format!(
+                        "id {:?} is already in the index with another image",
+                        u.id
+                    )))
+                }
+                None => {}
+            }
+            let mut record = Record::new(u.id.clone()).with_sha256(u.sha256.clone());
             if let Some(l) = &u.label {
                 record = record.with_label(l.clone());
             }
-            if let Some(store) = &shared.image_store {
-                let name = keep_image(store, &u.bytes)?;
+            if let Some(store) = &state.image_store {
+                let name = keep_image(store, &u.bytes, &u.sha256)?;
                 record = record.with_meta(serde_json::json!({ "image": name }));
             }
             items.push((record, v.to_vec()));
         }
         let ids: Vec<String> = items.iter().map(|(r, _)| r.id.clone()).collect();
-        // Stage on a copy and save it; only then does the live index take the rows.
-        let mut staged = shared.read_index().clone_without_graph();
-        staged.add(items.clone()).map_err(index_error)?;
-        staged.save(&shared.index_dir).map_err(index_error)?;
-        drop(staged);
-        let mut live = shared.write_index();
-        live.add(items).map_err(index_error)?;
-        shared.metrics.index_size.set(live.len() as i64);
-        tracing::info!(added = n, size = live.len(), "gallery images added");
-        Ok::<_, ApiError>((ids, live.len()))
-    })
-    .await??;
-    Ok((
-        StatusCode::CREATED,
-        Json(AddResponse {
+        let n = items.len();
+        let mut durable = true;
+        if n > 0 {
+            staged.add(items.clone()).map_err(index_error)?;
+            if let Durability::NotDurable(why) = staged.save(lock).map_err(index_error)? {
+                tracing::warn!(reason = %why, "gallery addition committed but not durable");
+                durable = false;
+            }
+            drop(staged);
+            let mut live = state.write_index();
+            live.add(items).map_err(index_error)?;
+            state.metrics.index_size.set(live.len() as i64);
+            tracing::info!(added = n, size = live.len(), "gallery images added");
+        }
+        Ok(AddResponse {
             added: n,
             ids,
-            index_size,
-        }),
-    ))
+            already_present: present,
+            index_size: state.metrics.index_size.get() as usize,
+            durable,
+        })
+    })
+    .await?
 }
 
 fn index_error(e: IndexError) -> ApiError {
@@ -204,12 +312,12 @@ fn index_error(e: IndexError) -> ApiError {
 }
 
 /// Writes an uploaded image into the store under its content hash (atomically); returns the file name.
-fn keep_image(store: &Path, bytes: &[u8]) -> Result<String, ApiError> {
+fn keep_image(store: &Path, bytes: &[u8], sha256: &str) -> Result<String, ApiError> {
     let ext = image::guess_format(bytes)
         .ok()
         .and_then(|f| f.extensions_str().first().copied())
         .unwrap_or("bin");
-    let name = format!("{}.{ext}", checksum::sha256_hex(bytes));
+    let name = format!("{sha256}.{ext}");
     let path = store.join(&name);
     if path.is_file() {
         return Ok(name);
@@ -217,4 +325,20 @@ fn keep_image(store: &Path, bytes: &[u8]) -> Result<String, ApiError> {
     hetvis_models::atomic::write(&path, bytes)
         .map_err(|e| ApiError::Internal(format!("image store: {e}")))?;
     Ok(name)
+}
+
+/// `GET /operations/{id}` (admin token): running, committed with the addition's result, or failed.
+pub async fn operation(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    auth::require_admin(state.admin_token.as_deref(), &headers)?;
+    let op = state
+        .operations
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no operation {id:?}")))?;
+    let mut body = serde_json::to_value(op).unwrap_or_default();
+    body["operation"] = serde_json::Value::String(id);
+    Ok(Json(body))
 }

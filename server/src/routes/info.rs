@@ -1,5 +1,7 @@
 //! `GET /healthz` (live), `GET /readyz` (a real forward pass and search work), `GET /v1/info`, `GET /metrics`.
 
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -7,18 +9,36 @@ use axum::Json;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::state::{LoadedModel, SharedState};
+use crate::state::{GraphState, LoadedModel, SharedState};
 
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// How long a readiness result is reused: probes cost forward passes, and `/readyz` is unauthenticated.
+const READY_FOR: Duration = Duration::from_secs(1);
+
 /// Embeds the fixed probe image with every loaded model (through the same queues as searches, so an overloaded
-/// server reports not ready) and searches the index with it. 503 with the failing check otherwise.
+/// server reports not ready) and searches the index with it (an exact search, if so, keeps k = 1 hits, never a
+/// score per vector). 503 with the failing check otherwise. One check runs at a time, and its result answers
+/// every call for a second, so a flood of probes costs at most one check a second.
 pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-        ApiError::Unavailable(format!("not ready: {what}: {e}"))
+    let mut last = state.readiness.lock().await;
+    let result = match &*last {
+        Some((at, result)) if at.elapsed() < READY_FOR => result.clone(),
+        _ => {
+            let result = check(&state).await;
+            *last = Some((Instant::now(), result.clone()));
+            result
+        }
     };
+    drop(last);
+    result.map(Json).map_err(ApiError::Unavailable)
+}
+
+async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
+    let unavailable =
+        |what: &str, e: &dyn std::fmt::Display| format!("not ready: {what}: {e}");
     let models: Vec<&LoadedModel> = std::iter::once(&state.query)
         .chain(&state.gallery)
         .collect();
@@ -37,16 +57,23 @@ pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json:
         let index = shared.read_index();
         index.search(&v, 1, None).map(|h| (index.len(), h.len()))
     })
-    .await?
+    .await
+    .map_err(|e| unavailable("index search", &e))?
     .map_err(|e| unavailable("index search", &e))?;
     if size > 0 && hits == 0 {
         return Err(unavailable("index search", &"no result"));
     }
-    Ok(Json(json!({
+    let graph = state.graph_state();
+    let mut body = json!({
         "status": "ready",
         "index_size": size,
-        "graph": state.graph_state().label(),
-    })))
+        "graph": graph.label(),
+    });
+    // Searches still work (exact) without a graph, so a failed build is reported, not a 503.
+    if let GraphState::Failed(why) = graph {
+        body["graph_error"] = json!(why);
+    }
+    Ok(body)
 }
 
 pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {

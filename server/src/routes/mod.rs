@@ -27,6 +27,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(heavy)
         .route("/", get(page::page))
         .route("/gallery/{*rest}", get(gallery_image::image))
+        .route("/operations/{id}", get(gallery::operation))
         .route("/v1/info", get(info::info))
         .route("/healthz", get(info::healthz))
         .route("/readyz", get(info::readyz))
@@ -38,3 +39,6 @@ pub fn router(state: SharedState) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::track))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;

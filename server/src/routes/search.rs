@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::{Query, Request, State};
-use axum::Json;
+use axum::{Extension, Json};
 use hetvis_indexer::Hit;
 use hetvis_models::preprocess;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use super::image_body;
 use crate::error::ApiError;
 use crate::metrics::Stage;
 use crate::state::{LoadedModel, ModelInfo, SharedState};
+use crate::work::Admitted;
 
 pub const DEFAULT_K: usize = 10;
 
@@ -89,14 +90,30 @@ pub struct HitJson {
 }
 
 impl From<Hit> for HitJson {
+    /// `meta.path` (where the server may find the gallery file) is the server's business, not the client's.
     fn from(h: Hit) -> Self {
+        let meta = h.meta.and_then(|mut m| {
+            if let Some(obj) = m.as_object_mut() {
+                obj.remove("path");
+                if obj.is_empty() {
+                    return None;
+                }
+            }
+            Some(m)
+        });
         Self {
             id: h.id,
             score: h.score,
             label: h.label,
-            meta: h.meta,
+            meta,
         }
     }
+}
+
+/// The `ef` a search runs with: the request's (already bounded), else the index's default, which comes from a
+/// file and gets the same bound as a request's.
+fn effective_ef(requested: Option<usize>, index_default: usize, max_ef: usize) -> usize {
+    requested.unwrap_or(index_default).min(max_ef)
 }
 
 #[derive(Debug, Serialize)]
@@ -126,6 +143,7 @@ fn ms(since: Instant) -> f64 {
 
 pub async fn search(
     State(state): State<SharedState>,
+    Extension(admitted): Extension<Admitted>,
     Query(params): Query<SearchParams>,
     req: Request,
 ) -> Result<Json<SearchResponse>, ApiError> {
@@ -145,17 +163,22 @@ pub async fn search(
     let t = Instant::now();
     // Workers gathering a batch wait for this request while it decodes.
     let announced = model.pool.announce();
+    // The decode holds its decoder and admission permits itself: if the request times out, they are
+    // returned when the decode ends, not when the request is dropped.
     let decoder = state
         .decoders
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-    let (p, limits) = (model.preprocessing.clone(), state.limits.image);
-    let input =
-        tokio::task::spawn_blocking(move || preprocess::preprocess_bytes(&bytes, &p, limits))
-            .await?
-            .map_err(|e| ApiError::image("the image", e))?;
-    drop(decoder);
+    let (p, limits, held) = (model.preprocessing.clone(), state.limits.image, admitted.clone());
+    let input = tokio::task::spawn_blocking(move || {
+        let _work = (held, decoder);
+        hetvis_models::failpoint::fail("decode");
+        preprocess::preprocess_bytes(&bytes, &p, limits)
+    })
+    .await?
+    .map_err(|e| ApiError::image("the image", e))?;
     let decode = ms(t);
 
     let t = Instant::now();
@@ -168,10 +191,13 @@ pub async fn search(
 
     let t = Instant::now();
     let shared = state.clone();
+    let max_ef = state.limits.max_ef;
     let (hits, graph) = tokio::task::spawn_blocking(move || {
+        let _work = admitted;
         let index = shared.read_index();
+        let ef = effective_ef(ef, index.params().ef_search, max_ef);
         index
-            .search(&embedded.vectors, k, ef)
+            .search(&embedded.vectors, k, Some(ef))
             .map(|hits| (hits, index.has_graph()))
     })
     .await?
@@ -236,5 +262,29 @@ mod tests {
             let e = parse(&bad, 100, 500).unwrap_err();
             assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_index_default_ef_is_bounded_like_a_request_ef() {
+        assert_eq!(effective_ef(None, 64, 500), 64);
+        assert_eq!(effective_ef(None, 4096, 500), 500);
+        assert_eq!(effective_ef(Some(200), 4096, 500), 200);
+    }
+
+    #[test]
+    fn hits_never_show_where_the_server_keeps_files() {
+        let hit = |meta| HitJson::from(Hit {
+            id: "a".into(),
+            score: 1.0,
+            label: None,
+            meta,
+        });
+        let j = hit(Some(serde_json::json!({ "path": "/srv/photos/a.jpg", "sku": 7 })));
+        assert_eq!(j.meta, Some(serde_json::json!({ "sku": 7 })));
+        assert_eq!(hit(Some(serde_json::json!({ "path": "/srv/a.jpg" }))).meta, None);
+        assert_eq!(
+            hit(Some(serde_json::json!("free text"))).meta,
+            Some(serde_json::json!("free text"))
+        );
     }
 }

@@ -11,7 +11,7 @@ use hetvis_indexer::pipeline::{
     embed_catalog, errors_jsonl, Catalog, Embedded, PipelineConfig, Source, SourceOptions,
     ERRORS_FILE,
 };
-use hetvis_indexer::{GalleryModel, HnswParams, Index};
+use hetvis_indexer::{Durability, GalleryModel, HnswParams, Index, WriterLock};
 use hetvis_models::embed::Embedder;
 
 use crate::{model, EmbedArgs};
@@ -58,7 +58,7 @@ fn embed(args: &EmbedArgs, catalog: Catalog, embedder: &mut Embedder) -> anyhow:
 
 /// Inserts the run's vectors and writes the index with the run's errors report; prints a summary line.
 fn insert_and_save(
-    dir: &Path,
+    lock: &WriterLock,
     index: &mut Index,
     mut run: Embedded,
     verb: &str,
@@ -67,7 +67,14 @@ fn insert_and_save(
     let started = Instant::now();
     index.add(std::mem::take(&mut run.items))?;
     let graph_seconds = started.elapsed().as_secs_f64();
-    index.save_with_extras(dir, &[(ERRORS_FILE, &errors_jsonl(&run.failures))])?;
+    let dir = lock.target();
+    let durability = index.save_with_extras(lock, &[(ERRORS_FILE, &errors_jsonl(&run.failures))])?;
+    if let Durability::NotDurable(why) = durability {
+        eprintln!(
+            "warning: {} is saved but not yet durable ({why}): a power loss may bring back the previous version",
+            dir.display()
+        );
+    }
     let skipped = match run.failures.len() {
         0 => "nothing skipped".to_owned(),
         n => format!("{n} skipped, see {}", dir.join(ERRORS_FILE).display()),
@@ -91,6 +98,7 @@ pub fn build(
     params: HnswParams,
 ) -> anyhow::Result<()> {
     params.validate()?;
+    let lock = WriterLock::acquire(out)?;
     if out.join(MANIFEST_FILE).exists() && !overwrite {
         bail!(
             "{} already holds an index: pass --overwrite to replace it, or use `hetvis-index add`",
@@ -104,15 +112,17 @@ pub fn build(
     let run = embed(args, catalog, &mut model.embedder)?;
     let gallery = GalleryModel::from_manifest(&manifest, &model.sha256);
     let mut index = Index::new(gallery, manifest.embedding_dim, params)?;
-    insert_and_save(out, &mut index, run, "built")
+    insert_and_save(&lock, &mut index, run, "built")
 }
 
 pub fn add(ort_lib: Option<&Path>, args: &EmbedArgs, dir: &Path) -> anyhow::Result<()> {
+    // Locked before reading, so no other writer's additions can be lost by this save.
+    let lock = WriterLock::acquire(dir)?;
     let mut index = Index::open(dir)?;
     let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
     index.check_gallery_model(model.embedder.manifest(), &model.sha256)?;
     let mut catalog = catalog(args)?;
     catalog.reject_taken(|id| index.contains_id(id));
     let run = embed(args, catalog, &mut model.embedder)?;
-    insert_and_save(dir, &mut index, run, "extended")
+    insert_and_save(&lock, &mut index, run, "extended")
 }

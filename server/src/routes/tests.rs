@@ -1,0 +1,156 @@
+//! The router driven in-process around [`crate::test_state`]: readiness probes, locks and upload replies.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use tower::ServiceExt;
+
+use super::router;
+use crate::test_state::{self, multipart, png, Options, BOUNDARY, TOKEN};
+
+async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let r = app.clone().oneshot(req).await.unwrap();
+    let status = r.status();
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn upload(parts: &[(&str, &[u8])]) -> Request<Body> {
+    Request::post("/gallery")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(multipart(parts)))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_readiness_probes_costs_one_check() {
+    let o = Options::default();
+    let passes = o.passes.clone();
+    let app = router(test_state::state(o));
+    let probes: Vec<_> = (0..16)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, get("/readyz")).await })
+        })
+        .collect();
+    for p in probes {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ready");
+    }
+    // One check embeds the probe once per model (query and gallery); every other call reused its result.
+    let n = passes.load(Ordering::SeqCst);
+    assert!(n <= 2, "{n} probe images embedded for 16 probes");
+}
+
+#[test]
+fn uploads_never_block_an_async_thread_on_the_index_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = test_state::state(Options {
+        index_dir: Some(dir.path().join("idx")),
+        ..Options::default()
+    });
+    // A writer holds the index lock for a while, as a large graph insert does.
+    let released = Arc::new(AtomicBool::new(false));
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let (state, released) = (state.clone(), released.clone());
+        std::thread::spawn(move || {
+            let guard = state.write_index();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            released.store(true, Ordering::SeqCst);
+            drop(guard);
+        })
+    };
+    held_rx.recv().unwrap();
+    // One async thread: if the upload blocked it on the lock, nothing else could be answered.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = router(state.clone());
+        let image = png(1);
+        let up = {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, upload(&[("new/1", &image)])).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, _) = send(&app, get("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "/healthz was only answered after the index lock was released"
+        );
+        let (status, body) = up.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    });
+    holder.join().unwrap();
+}
+
+#[tokio::test]
+async fn a_retried_upload_is_a_success_and_other_bytes_under_a_taken_id_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("idx");
+    let state = test_state::state(Options {
+        index_dir: Some(index_dir.clone()),
+        ..Options::default()
+    });
+    let app = router(state.clone());
+    let (a, b) = (png(1), png(2));
+    let (status, body) = send(&app, upload(&[("new/a", &a)])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["ids"], serde_json::json!(["new/a"]));
+    assert_eq!(body["durable"], true);
+    // The retry of a committed upload.
+    let (status, body) = send(&app, upload(&[("new/a", &a)])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["added"], 0);
+    assert_eq!(body["already_present"], serde_json::json!(["new/a"]));
+    // The same id with other bytes.
+    let (status, body) = send(&app, upload(&[("new/a", &b)])).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("another image"));
+    // A retry that adds what the first attempt did not have.
+    let (status, body) = send(&app, upload(&[("new/a", &a), ("new/b", &b)])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["ids"], serde_json::json!(["new/b"]));
+    assert_eq!(body["already_present"], serde_json::json!(["new/a"]));
+    assert_eq!(body["index_size"], 52);
+    // The content hashes are saved with the records, so a restart keeps recognising retries.
+    let reopened = hetvis_indexer::Index::open_without_graph(&index_dir).unwrap();
+    let row = reopened.row_of("new/a").unwrap();
+    assert_eq!(
+        reopened.records()[row].sha256.as_deref(),
+        Some(hetvis_indexer::checksum::sha256_hex(&a).as_str())
+    );
+}
+
+#[tokio::test]
+async fn operations_need_the_token_and_unknown_ones_are_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(test_state::state(Options {
+        index_dir: Some(dir.path().join("idx")),
+        ..Options::default()
+    }));
+    let (status, _) = send(&app, get("/operations/1-1")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let req = Request::get("/operations/1-1")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
