@@ -17,10 +17,12 @@ build: setup
 	$(CARGO) build --workspace --release
 
 # End-to-end tests run the binaries as processes; `cargo test` alone builds only those of packages that have
-# integration tests, so build them all first.
+# integration tests, so build them all first. Test builds (and only they) carry the fault-injection points
+# that the crash and timeout tests use (`hetvis_models::failpoint`).
+TEST_FEATURES := --features hetvis-models/failpoints
 test: setup
-	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	$(CARGO) build --workspace --bins $(TEST_FEATURES)
+	$(CARGO) test --workspace $(TEST_FEATURES)
 
 demo: setup
 	$(CARGO) build --workspace --release

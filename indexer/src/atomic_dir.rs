@@ -184,7 +184,9 @@ impl WriterLock {
         for kind in ["tmp", "old"] {
             for (_, path) in leftovers(target, kind) {
                 match std::fs::remove_dir_all(&path) {
-                    Ok(()) => tracing::info!(path = %path.display(), "deleted a leftover of an interrupted save"),
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "deleted a leftover of an interrupted save")
+                    }
                     Err(e) => return Err(IndexError::io(&path)(e)),
                 }
             }

@@ -140,7 +140,9 @@ mod tests {
         for _ in 0..500 {
             let mut v = [0.0f32; 3];
             for x in &mut v {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 // Few distinct values, so many rows tie.
                 *x = ((state >> 33) % 5) as f32 - 2.0;
             }

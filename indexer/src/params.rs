@@ -79,7 +79,8 @@ mod tests {
             ..Default::default()
         };
         assert!(p.validate().is_ok());
-        for (ef_construction, ef_search) in [(0, 64), (MAX_EF + 1, 64), (100, 0), (100, MAX_EF + 1)] {
+        for (ef_construction, ef_search) in [(0, 64), (MAX_EF + 1, 64), (100, 0), (100, MAX_EF + 1)]
+        {
             let p = HnswParams {
                 ef_construction,
                 ef_search,

@@ -84,7 +84,11 @@ impl ImageLimits {
         let max_side = (self.max_alloc as f64).sqrt() as u64;
         let side = u64::from(self.max_width.min(self.max_height)).min(max_side);
         let size = p.size as u64;
-        2 * self.max_alloc + 7 * side * side + 16 * side * size + 3 * size * size + 4 * p.numel() as u64
+        2 * self.max_alloc
+            + 7 * side * side
+            + 16 * side * size
+            + 3 * size * size
+            + 4 * p.numel() as u64
             + (1 << 20)
     }
 }

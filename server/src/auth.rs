@@ -57,7 +57,12 @@ mod tests {
     fn token_checks() {
         let status =
             |c: Option<&str>, a: Option<&str>| require_admin(c, &with(a)).err().map(|e| e.status());
-        for ok in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret ", "Bearer\ts3cret"] {
+        for ok in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER  s3cret ",
+            "Bearer\ts3cret",
+        ] {
             assert_eq!(status(Some("s3cret"), Some(ok)), None, "{ok:?}");
         }
         for wrong in [

@@ -101,14 +101,25 @@ mod tests {
                 error: "x".into(),
             },
         );
-        assert!(matches!(ops.get(&first), Some(OperationState::Failed { .. })));
+        assert!(matches!(
+            ops.get(&first),
+            Some(OperationState::Failed { .. })
+        ));
         assert!(ops.get("0-1").is_none() && ops.get("junk").is_none());
         let running = ops.start();
         for _ in 0..KEEP {
             let id = ops.start();
-            ops.finish(&id, OperationState::Committed { result: serde_json::json!({}) });
+            ops.finish(
+                &id,
+                OperationState::Committed {
+                    result: serde_json::json!({}),
+                },
+            );
         }
-        assert!(ops.get(&first).is_none(), "the oldest finished one goes first");
+        assert!(
+            ops.get(&first).is_none(),
+            "the oldest finished one goes first"
+        );
         assert!(matches!(ops.get(&running), Some(OperationState::Running)));
     }
 }

@@ -119,7 +119,8 @@ pub struct AppState {
     /// Gallery changes answered 202 before they finished.
     pub operations: Operations,
     /// The last readiness check and when it ran: `/readyz` checks at most once a second, one check at a time.
-    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, Result<serde_json::Value, String>)>>,
+    pub readiness:
+        tokio::sync::Mutex<Option<(std::time::Instant, Result<serde_json::Value, String>)>>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -73,7 +73,11 @@ impl Default for Options {
 }
 
 fn loaded(role: Role, metrics: &Metrics, passes: &Arc<AtomicUsize>) -> LoadedModel {
-    let label = if role == Role::Query { "query" } else { "gallery" };
+    let label = if role == Role::Query {
+        "query"
+    } else {
+        "gallery"
+    };
     let pool = EmbedPool::start(
         label,
         vec![ChunkSums {
@@ -188,10 +192,8 @@ pub fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (id, bytes) in parts {
         body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\n{id}\r\n"
-            )
-            .as_bytes(),
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"id\"\r\n\r\n{id}\r\n")
+                .as_bytes(),
         );
         body.extend_from_slice(
             format!(

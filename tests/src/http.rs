@@ -162,6 +162,17 @@ pub fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// `POST /gallery` with a multipart body of `parts`, and the bearer `token` when given.
+pub fn upload(addr: SocketAddr, token: Option<&str>, parts: &[Part]) -> Response {
+    let (ct, body) = multipart(parts);
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", ct.as_str())];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
+    }
+    request(addr, "POST", "/gallery", &headers, &body).expect("POST /gallery")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -338,9 +338,18 @@ fn a_crash_during_save_leaves_the_old_index_loadable() {
         s(&more),
         "--no-progress",
     ];
+    let leftovers = || {
+        let mut n: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("idx."))
+            .collect();
+        n.sort();
+        n
+    };
     // Killed after writing the new version but before touching the old one, and between the two renames.
     for stage in ["after-temp-written", "after-old-moved"] {
-        let err = run_err_env(&add, &[("HETVIS_INDEX_FAILPOINT", stage)]);
+        let err = run_err_env(&add, &[("HETVIS_FAILPOINTS", &format!("{stage}=abort"))]);
         assert!(err.contains(stage), "{err}");
         assert_eq!(
             info(&idx)["manifest"]["count"],
@@ -355,9 +364,23 @@ fn a_crash_during_save_leaves_the_old_index_loadable() {
         );
         assert_eq!(hits[0]["id"], "c2/05.png");
     }
-    // Without the fault the same add goes through, beside the leftovers of the crashed runs.
-    run_ok("hetvis-index", &add);
+    // Readers read the previous version where the crash left it and rename nothing.
+    assert!(!idx.exists());
+    assert!(leftovers().iter().any(|n| n.starts_with("idx.old-")));
+    // Killed after the new version is in place: the add is committed; the old copy is left over.
+    let err = run_err_env(&add, &[("HETVIS_FAILPOINTS", "after-new-in-place=abort")]);
+    assert!(err.contains("after-new-in-place"), "{err}");
     assert_eq!(info(&idx)["manifest"]["count"], 28);
+    // The next writer cleans up every leftover of the killed ones.
+    let third = tmp.path().join("third");
+    for i in 0..2 {
+        write_png(&third.join(format!("third-{i}.png")), 100 + i);
+    }
+    let mut again = add;
+    again[6] = s(&third);
+    run_ok("hetvis-index", &again);
+    assert_eq!(info(&idx)["manifest"]["count"], 30);
+    assert_eq!(leftovers(), vec!["idx.lock"]);
 }
 
 #[test]

@@ -2,17 +2,11 @@
 //! additions searchable, their images served, and everything still there after a restart (persisted).
 
 use hetvis_tests::fixtures::{png, Gallery};
-use hetvis_tests::http::{self, multipart, Part, Response};
+use hetvis_tests::http::{self, Part, Response};
 use hetvis_tests::server::Server;
 
 fn upload(server: &Server, token: Option<&str>, parts: &[Part]) -> Response {
-    let (ct, body) = multipart(parts);
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", ct.as_str())];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
-    http::request(server.addr, "POST", "/gallery", &headers, &body).unwrap()
+    http::upload(server.addr, token, parts)
 }
 
 fn size(server: &Server) -> u64 {

@@ -247,8 +247,10 @@ async fn commit(
             ApiError::Internal("the server does not hold the index's writer lock".into())
         })?;
         let dim = embedded.vectors.len() / fresh.len().max(1);
-        let vectors: Vec<(Upload, &[f32])> =
-            fresh.into_iter().zip(embedded.vectors.chunks_exact(dim)).collect();
+        let vectors: Vec<(Upload, &[f32])> = fresh
+            .into_iter()
+            .zip(embedded.vectors.chunks_exact(dim))
+            .collect();
         // Stage on a copy; a retry that committed meanwhile shows up here as already present.
         let mut staged = state.read_index().clone_without_graph();
         let mut items = Vec::with_capacity(vectors.len());

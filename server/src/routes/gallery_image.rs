@@ -129,9 +129,7 @@ impl Inside {
             )));
         }
         let file = std::fs::File::open(&path)?;
-        let too_big = || {
-            std::io::Error::other(format!("{} is over {cap} bytes", path.display()))
-        };
+        let too_big = || std::io::Error::other(format!("{} is over {cap} bytes", path.display()));
         if file.metadata()?.len() > cap {
             return Err(too_big());
         }
@@ -181,7 +179,12 @@ mod tests {
         };
         assert_eq!(at("shoes/a.png"), inside("shoes/a.png"));
         assert_eq!(at("/srv/gallery/shoes/a.png"), inside("shoes/a.png"));
-        for outside in ["/etc/passwd", "/srv/gallery/../secret.png", "../secret.png", "/srv/gallery2/a.png"] {
+        for outside in [
+            "/etc/passwd",
+            "/srv/gallery/../secret.png",
+            "../secret.png",
+            "/srv/gallery2/a.png",
+        ] {
             assert_eq!(at(outside), None, "{outside}");
         }
         // Without a gallery root no meta.path is served at all.
@@ -191,7 +194,10 @@ mod tests {
             fashion_mnist: false,
         };
         assert_eq!(
-            none.locate("x", Some(&serde_json::json!({ "path": "/srv/gallery/a.png" }))),
+            none.locate(
+                "x",
+                Some(&serde_json::json!({ "path": "/srv/gallery/a.png" }))
+            ),
             None
         );
     }
@@ -210,7 +216,15 @@ mod tests {
             relative: PathBuf::from(r),
         };
         assert_eq!(file("small.png").read(1000).unwrap().len(), 100);
-        assert!(file("big.png").read(1000).unwrap_err().to_string().contains("over 1000"));
-        assert!(file("link.png").read(1000).unwrap_err().to_string().contains("outside"));
+        assert!(file("big.png")
+            .read(1000)
+            .unwrap_err()
+            .to_string()
+            .contains("over 1000"));
+        assert!(file("link.png")
+            .read(1000)
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
     }
 }

@@ -37,8 +37,7 @@ pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json:
 }
 
 async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
-    let unavailable =
-        |what: &str, e: &dyn std::fmt::Display| format!("not ready: {what}: {e}");
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| format!("not ready: {what}: {e}");
     let models: Vec<&LoadedModel> = std::iter::once(&state.query)
         .chain(&state.gallery)
         .collect();

@@ -171,7 +171,11 @@ pub async fn search(
         .acquire_owned()
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-    let (p, limits, held) = (model.preprocessing.clone(), state.limits.image, admitted.clone());
+    let (p, limits, held) = (
+        model.preprocessing.clone(),
+        state.limits.image,
+        admitted.clone(),
+    );
     let input = tokio::task::spawn_blocking(move || {
         let _work = (held, decoder);
         hetvis_models::failpoint::fail("decode");
@@ -273,15 +277,22 @@ mod tests {
 
     #[test]
     fn hits_never_show_where_the_server_keeps_files() {
-        let hit = |meta| HitJson::from(Hit {
-            id: "a".into(),
-            score: 1.0,
-            label: None,
-            meta,
-        });
-        let j = hit(Some(serde_json::json!({ "path": "/srv/photos/a.jpg", "sku": 7 })));
+        let hit = |meta| {
+            HitJson::from(Hit {
+                id: "a".into(),
+                score: 1.0,
+                label: None,
+                meta,
+            })
+        };
+        let j = hit(Some(
+            serde_json::json!({ "path": "/srv/photos/a.jpg", "sku": 7 }),
+        ));
         assert_eq!(j.meta, Some(serde_json::json!({ "sku": 7 })));
-        assert_eq!(hit(Some(serde_json::json!({ "path": "/srv/a.jpg" }))).meta, None);
+        assert_eq!(
+            hit(Some(serde_json::json!({ "path": "/srv/a.jpg" }))).meta,
+            None
+        );
         assert_eq!(
             hit(Some(serde_json::json!("free text"))).meta,
             Some(serde_json::json!("free text"))

@@ -68,7 +68,8 @@ fn insert_and_save(
     index.add(std::mem::take(&mut run.items))?;
     let graph_seconds = started.elapsed().as_secs_f64();
     let dir = lock.target();
-    let durability = index.save_with_extras(lock, &[(ERRORS_FILE, &errors_jsonl(&run.failures))])?;
+    let durability =
+        index.save_with_extras(lock, &[(ERRORS_FILE, &errors_jsonl(&run.failures))])?;
     if let Durability::NotDurable(why) = durability {
         eprintln!(
             "warning: {} is saved but not yet durable ({why}): a power loss may bring back the previous version",
