@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Where `make demo` writes its runs (models, reports, index).
 RUNS ?= runs
 
-.PHONY: all setup build test demo lint fmt clean-setup bench-setup bench-train bench bench-serve
+.PHONY: all setup build test demo lint fmt clean-setup bench-setup bench-train bench bench-serve fuzz
 
 all: build
 
@@ -56,6 +56,16 @@ bench-serve: setup
 	mkdir -p $(RUNS)/bench
 	target/release/serve-load --index "$(SERVE_INDEX)" --query-model "$(SERVE_QUERY)" \
 		--gallery-model "$(SERVE_GALLERY)" --json $(RUNS)/bench/serve-load.json $(SERVE_LOAD_ARGS)
+
+# Fuzzing (not part of `make test`): mutated inputs from the committed seed corpus (fuzz/corpus) through image
+# decode + preprocess (no panic, no allocation above ImageLimits::peak_bytes) and through the server's multipart
+# readers (no panic). Deterministic: FUZZ_SEED replays the same cases.
+FUZZ_CASES ?= 100000
+FUZZ_SEED ?= 1
+fuzz:
+	$(CARGO) build --release -p hetvis-fuzz
+	target/release/hetvis-fuzz run --target preprocess --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
+	target/release/hetvis-fuzz run --target multipart --cases $(FUZZ_CASES) --seed $(FUZZ_SEED)
 
 lint: setup
 	$(CARGO) fmt --all -- --check

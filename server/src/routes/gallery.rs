@@ -62,8 +62,8 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The id, label and bytes of every image part (not hashed yet: that is blocking work).
-async fn read_uploads(req: Request) -> Result<Vec<(String, Option<String>, Bytes)>, ApiError> {
+/// The id, label and bytes of every image part (not hashed yet: that is blocking work). Public for the fuzzer.
+pub async fn read_uploads(req: Request) -> Result<Vec<(String, Option<String>, Bytes)>, ApiError> {
     if !matches!(image_body::body_kind(&req)?, BodyKind::Multipart) {
         return Err(ApiError::UnsupportedMediaType(
             "POST /gallery takes multipart/form-data with `image` parts".into(),
