@@ -56,6 +56,13 @@ ensure_chromium() {
   command -v chromium >/dev/null || die "chromium installed but not on PATH"
 }
 
+# libjpeg-turbo's TurboJPEG library: JPEG queries are decoded at the scale the model needs (models/src/jpeg.rs).
+ensure_turbojpeg() {
+  pkg-config --exists libturbojpeg 2>/dev/null && return
+  apt_install libturbojpeg0-dev pkg-config
+  pkg-config --exists libturbojpeg || die "libturbojpeg0-dev installed but pkg-config cannot find libturbojpeg"
+}
+
 ensure_venv() {
   if [ -f "$stamp" ] && [ -e "$venv/libtorch/lib/libtorch_cpu.so" ]; then
     return
@@ -129,6 +136,7 @@ ensure_bench_deps() {
 
 ensure_fashion_mnist
 ensure_chromium
+ensure_turbojpeg
 ensure_venv
 [ "${BENCH:-0}" = 1 ] && ensure_bench_deps
 log "ready ($flavour): venv $(du -sh "$venv" 2>/dev/null | cut -f1), LIBTORCH=$venv/libtorch"

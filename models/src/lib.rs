@@ -8,6 +8,7 @@ pub mod data;
 pub mod embed;
 pub mod failpoint;
 pub mod flops;
+pub mod jpeg;
 pub mod manifest;
 pub mod metrics;
 pub mod onnx;

@@ -1,7 +1,7 @@
 //! The one image-preprocessing function, used by the trainer, the indexer and the server alike.
 //!
-//! decode (PNG, JPEG, WebP, BMP, GIF first frame) -> grayscale/alpha to the model's channels -> resize -> normalise
-//! -> NCHW f32.
+//! decode (PNG, JPEG, WebP, BMP, GIF first frame; EXIF orientation applied; JPEG decoded at the DCT scale the
+//! model needs) -> grayscale/alpha to the model's channels -> crop -> resize -> normalise -> NCHW f32.
 //!
 //! Resize: the centre square of the image (side = its shorter side) is cropped first, then scaled to the model
 //! input in one step with a bilinear (triangle) filter whose support widens when shrinking, so downscaling is
@@ -12,7 +12,10 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, GenericImageView, ImageReader, Limits, RgbImage};
+use image::metadata::Orientation;
+use image::{
+    DynamicImage, GenericImageView, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,8 +139,9 @@ impl From<image::ImageError> for PreprocessError {
     }
 }
 
-/// Decodes untrusted bytes within `limits`. The header is checked against the size limits before any pixel
-/// buffer is allocated, so a 100k x 100k header or a decompression bomb is an error, not an allocation.
+/// Decodes untrusted bytes within `limits`, at full size, upright (an EXIF orientation is applied). The header is
+/// checked against the size limits before any pixel buffer is allocated, so a 100k x 100k header or a
+/// decompression bomb is an error, not an allocation.
 pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<DynamicImage, PreprocessError> {
     if bytes.is_empty() {
         return Err(PreprocessError::Empty);
@@ -153,9 +157,36 @@ pub fn decode(bytes: &[u8], limits: ImageLimits) -> Result<DynamicImage, Preproc
     l.max_image_height = Some(limits.max_height);
     l.max_alloc = Some(limits.max_alloc);
     reader.limits(l);
-    let img = reader.decode()?;
+    let mut decoder = reader.into_decoder()?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    if decoder.total_bytes() > limits.max_alloc {
+        return Err(PreprocessError::TooLarge(format!(
+            "decoding needs {} bytes; the limit is {}",
+            decoder.total_bytes(),
+            limits.max_alloc
+        )));
+    }
+    let mut img = DynamicImage::from_decoder(decoder)?;
     if img.width() == 0 || img.height() == 0 {
         return Err(PreprocessError::Decode("image has no pixels".into()));
+    }
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Decodes untrusted bytes for a model whose input side is `min_side`, upright: a JPEG at the smallest DCT scale
+/// whose shorter side is still at least `min_side` ([`crate::jpeg`]), other formats as [`decode`].
+pub fn decode_for(
+    bytes: &[u8],
+    limits: ImageLimits,
+    min_side: u32,
+) -> Result<DynamicImage, PreprocessError> {
+    if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg) {
+        return decode(bytes, limits);
+    }
+    let mut img = crate::jpeg::decode_scaled(bytes, limits, min_side)?;
+    if let Some(o) = crate::jpeg::exif_orientation(bytes) {
+        img.apply_orientation(o);
     }
     Ok(img)
 }
@@ -218,7 +249,7 @@ pub fn preprocess_bytes(
     limits: ImageLimits,
 ) -> Result<Vec<f32>, PreprocessError> {
     p.validate()?;
-    let img = decode(bytes, limits)?;
+    let img = decode_for(bytes, limits, p.size as u32)?;
     let mut out = Vec::with_capacity(p.numel());
     preprocess_into(&img, p, &mut out);
     Ok(out)
