@@ -5,6 +5,7 @@ use std::io::Cursor;
 
 use hetvis_models::arch::resnet::ResNetSpec;
 use hetvis_models::arch::{Backbone, ModelSpec};
+use hetvis_models::data::synthetic::photo;
 use hetvis_models::embed::Embedder;
 use hetvis_models::manifest::{ModelManifest, Provenance, Role};
 use hetvis_models::onnx::{export, graph::to_bytes};
@@ -21,29 +22,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (n(a) * n(b))
-}
-
-/// A photo-like scene: smooth gradients, a few discs and stripes, mild sensor noise.
-fn photo(w: u32, h: u32, seed: u32) -> RgbImage {
-    let mut state = seed as u64 * 0x9E37_79B9 + 1;
-    RgbImage::from_fn(w, h, |x, y| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let noise = ((state >> 60) as f32) - 8.0;
-        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
-        let disc =
-            |cx: f32, cy: f32, r: f32| ((fx - cx).powi(2) + (fy - cy).powi(2) < r * r) as u8 as f32;
-        let s = seed as f32;
-        let r = 60.0 + 150.0 * fx + 60.0 * disc(0.3 + 0.1 * s, 0.4, 0.15) + noise;
-        let g = 40.0 + 120.0 * fy + 80.0 * ((fx * (12.0 + s)).sin() > 0.6) as u8 as f32 + noise;
-        let b = 90.0 + 100.0 * (1.0 - fx) * fy - 70.0 * disc(0.7, 0.6 - 0.05 * s, 0.2) + noise;
-        image::Rgb([
-            r.clamp(0.0, 255.0) as u8,
-            g.clamp(0.0, 255.0) as u8,
-            b.clamp(0.0, 255.0) as u8,
-        ])
-    })
 }
 
 fn jpeg(img: &RgbImage) -> Vec<u8> {
