@@ -76,6 +76,12 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
+/// The body of every error answer (for the API description).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
 /// The JSON error body every failure uses.
 pub fn json_error(status: StatusCode, message: &str) -> Response {
     let mut r = (status, Json(serde_json::json!({ "error": message }))).into_response();

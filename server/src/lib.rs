@@ -10,6 +10,7 @@ pub mod embed_pool;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod operations;
 pub mod page;
 pub mod routes;

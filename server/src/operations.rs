@@ -7,15 +7,24 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
+#[allow(unused_imports)] // named by the schema attribute
+use crate::routes::gallery::AddResponse;
+
 /// Operations remembered; the oldest finished ones are forgotten past this.
 const KEEP: usize = 1024;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum OperationState {
     Running,
-    Committed { result: serde_json::Value },
-    Failed { status: u16, error: String },
+    Committed {
+        #[schema(value_type = AddResponse)]
+        result: serde_json::Value,
+    },
+    Failed {
+        status: u16,
+        error: String,
+    },
 }
 
 #[derive(Debug)]

@@ -5,6 +5,8 @@ use axum::response::{Html, IntoResponse};
 
 const PAGE: &str = include_str!("page.html");
 
+/// The search web page.
+#[utoipa::path(get, path = "/", responses((status = 200, description = "HTML page", content_type = "text/html")), tag = "ops")]
 pub async fn page() -> impl IntoResponse {
     (
         [(

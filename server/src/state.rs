@@ -16,18 +16,23 @@ use crate::metrics::Metrics;
 use crate::operations::Operations;
 
 /// A model as `/v1/info` and every search response describe it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     pub name: String,
+    /// `gallery` or `query`.
+    #[schema(value_type = String)]
     pub role: Role,
     pub mmacs: f64,
     pub params: u64,
     pub embedding_dim: usize,
     pub input_size: usize,
     pub compat_id: String,
+    /// ONNX Runtime execution provider.
+    #[schema(value_type = String)]
     pub provider: Provider,
     /// For logs only: clients are not told where the server keeps its files.
     #[serde(skip)]
+    #[schema(ignore)]
     pub path: PathBuf,
 }
 

@@ -333,6 +333,14 @@ fn info_readiness_metrics_and_page() {
     assert_eq!(info["index"]["hnsw"]["m"], 16);
     assert_eq!(info["provider"], "CPUExecutionProvider");
 
+    // The OpenAPI description is served by the real server and names its operations.
+    let api = http::get(addr, "/openapi.json");
+    assert_eq!(api.status, 200, "{}", api.text());
+    let api = api.json();
+    assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(api["paths"]["/search"]["post"].is_object());
+    assert!(api["components"]["securitySchemes"]["bearer"].is_object());
+
     for mode in ["query", "paragon"] {
         let r = http::post(addr, &format!("/search?mode={mode}"), "image/png", &png(3));
         assert_eq!(r.status, 200, "{}", r.text());

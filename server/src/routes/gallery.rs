@@ -24,7 +24,8 @@ use serde::Serialize;
 use super::image_body::{self, BodyKind};
 use crate::auth;
 use crate::embed_pool::Embedded;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{Accepted, GalleryUpload};
 use crate::operations::OperationState;
 use crate::state::SharedState;
 use crate::work::{Admitted, CommitSlot};
@@ -40,7 +41,7 @@ struct Upload {
     sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AddResponse {
     pub added: usize,
     /// The ids added by this request.
@@ -138,6 +139,27 @@ fn classify(index: &Index, uploads: Vec<Upload>) -> Result<(Vec<Upload>, Vec<Str
     Ok((fresh, present))
 }
 
+/// Adds images to the gallery, embedded with the gallery model (bearer token).
+#[utoipa::path(
+    post,
+    path = "/gallery",
+    request_body(content = GalleryUpload, content_type = "multipart/form-data",
+        description = "`image` parts, each optionally preceded by `id` and `label` fields"),
+    responses(
+        (status = 201, description = "added and saved", body = AddResponse),
+        (status = 200, description = "every image was already there with the same bytes", body = AddResponse),
+        (status = 202, description = "the save outlived the request; poll the operation", body = Accepted),
+        (status = 400, description = "bad part or image", body = ErrorBody),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "uploads disabled", body = ErrorBody),
+        (status = 409, description = "id taken by other bytes, or no gallery model", body = ErrorBody),
+        (status = 413, description = "body or image over the limits", body = ErrorBody),
+        (status = 429, description = "too many requests in flight", body = ErrorBody),
+        (status = 503, description = "timed out before anything was saved", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "gallery"
+)]
 pub async fn add(
     State(state): State<SharedState>,
     Extension(admitted): Extension<Admitted>,
@@ -330,6 +352,18 @@ fn keep_image(store: &Path, bytes: &[u8], sha256: &str) -> Result<String, ApiErr
 }
 
 /// `GET /operations/{id}` (admin token): running, committed with the addition's result, or failed.
+#[utoipa::path(
+    get,
+    path = "/operations/{id}",
+    params(("id" = String, Path, description = "the id a 202 answer gave")),
+    responses(
+        (status = 200, description = "the operation's state", body = OperationState),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 404, description = "no such operation", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+    tag = "gallery"
+)]
 pub async fn operation(
     State(state): State<SharedState>,
     headers: HeaderMap,

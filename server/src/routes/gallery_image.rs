@@ -14,9 +14,20 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::SharedState;
 
+/// The gallery image of a record.
+#[utoipa::path(
+    get,
+    path = "/gallery/{id}/image",
+    params(("id" = String, Path, description = "the record's id (may contain `/`)")),
+    responses(
+        (status = 200, description = "the image bytes", content_type = "image/*"),
+        (status = 404, description = "no such id, or no image the server may serve", body = ErrorBody),
+    ),
+    tag = "gallery"
+)]
 /// Ids may contain `/` (`train/123`, `shoes/a.png`), so the route is a wildcard ending in `/image`.
 pub async fn image(
     State(state): State<SharedState>,

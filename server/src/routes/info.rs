@@ -8,9 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::{GraphState, LoadedModel, SharedState};
 
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process answers", body = Object)), tag = "ops")]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -22,6 +24,10 @@ const READY_FOR: Duration = Duration::from_secs(1);
 /// server reports not ready) and searches the index with it (an exact search, if so, keeps k = 1 hits, never a
 /// score per vector). 503 with the failing check otherwise. One check runs at a time, and its result answers
 /// every call for a second, so a flood of probes costs at most one check a second.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "ready: status, index_size, graph, graph_error?", body = Object),
+    (status = 503, description = "a check failed", body = ErrorBody),
+), tag = "ops")]
 pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
     let mut last = state.readiness.lock().await;
     let result = match &*last {
@@ -75,6 +81,8 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
     Ok(body)
 }
 
+/// Models, index, limits and whether uploads are enabled.
+#[utoipa::path(get, path = "/v1/info", responses((status = 200, description = "server description", body = Object)), tag = "ops")]
 pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
     let shared = state.clone();
     let (size, dim, manifest) = tokio::task::spawn_blocking(move || {
@@ -103,6 +111,8 @@ pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::V
     })))
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "metrics", content_type = "text/plain")), tag = "ops")]
 pub async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let text = state
         .metrics

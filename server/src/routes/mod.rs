@@ -32,6 +32,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(info::healthz))
         .route("/readyz", get(info::readyz))
         .route("/metrics", get(info::metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .fallback(middleware::not_found)
         .layer(DefaultBodyLimit::max(state.limits.body_limit))
         .layer(from_fn_with_state(state.clone(), middleware::timeout))

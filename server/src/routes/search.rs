@@ -9,22 +9,30 @@ use hetvis_models::preprocess;
 use serde::{Deserialize, Serialize};
 
 use super::image_body;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::Stage;
+use crate::openapi::ImageUpload;
 use crate::state::{LoadedModel, ModelInfo, SharedState};
 use crate::work::Admitted;
 
 pub const DEFAULT_K: usize = 10;
 
 /// Query parameters, parsed by hand so each mistake gets its own message.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// Results to return, 1..=`--max-k` (default 10).
+    #[param(value_type = Option<u32>)]
     k: Option<String>,
+    /// HNSW candidate list size, 1..=`--max-ef` (default: the index's `ef_search`).
+    #[param(value_type = Option<u32>)]
     ef: Option<String>,
+    /// `query` (default) or `paragon`.
+    #[param(value_type = Option<Mode>)]
     mode: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The compact query model: the heterogeneous setting.
@@ -79,13 +87,14 @@ fn parse(p: &SearchParams, max_k: usize, max_ef: usize) -> Result<Parsed, ApiErr
     Ok(Parsed { k, ef, mode })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HitJson {
     pub id: String,
     pub score: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
 }
 
@@ -116,7 +125,7 @@ fn effective_ef(requested: Option<usize>, index_default: usize, max_ef: usize) -
     requested.unwrap_or(index_default).min(max_ef)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub decode: f64,
     pub embed: f64,
@@ -124,7 +133,7 @@ pub struct Timings {
     pub total: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub results: Vec<HitJson>,
     pub model: ModelInfo,
@@ -141,6 +150,24 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
+/// Searches the gallery with an uploaded image.
+#[utoipa::path(
+    post,
+    path = "/search",
+    params(SearchParams),
+    request_body(content = ImageUpload, content_type = "multipart/form-data",
+        description = "the image as field `image`; or the raw bytes with Content-Type image/*"),
+    responses(
+        (status = 200, description = "ranked gallery hits", body = SearchResponse),
+        (status = 400, description = "bad parameter or image", body = ErrorBody),
+        (status = 409, description = "mode=paragon without a gallery model", body = ErrorBody),
+        (status = 413, description = "body or image over the limits", body = ErrorBody),
+        (status = 415, description = "neither multipart nor image/*", body = ErrorBody),
+        (status = 429, description = "too many requests in flight or queued", body = ErrorBody),
+        (status = 503, description = "timed out or shutting down", body = ErrorBody),
+    ),
+    tag = "search"
+)]
 pub async fn search(
     State(state): State<SharedState>,
     Extension(admitted): Extension<Admitted>,
