@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Where `make demo` writes its runs (models, reports, index).
 RUNS ?= runs
 
-.PHONY: all setup build test demo lint fmt clean-setup bench-setup bench-train bench bench-serve fuzz
+.PHONY: all setup build test demo lint fmt clean-setup bench-setup bench-train bench bench-serve bench-photo fuzz
 
 all: build
 
@@ -56,6 +56,17 @@ bench-serve: setup
 	mkdir -p $(RUNS)/bench
 	target/release/serve-load --index "$(SERVE_INDEX)" --query-model "$(SERVE_QUERY)" \
 		--gallery-model "$(SERVE_GALLERY)" --json $(RUNS)/bench/serve-load.json $(SERVE_LOAD_ARGS)
+
+# Serving benchmark at real photo sizes (not part of `make test`): 1 and 12 MP JPEGs against a ResNet-101
+# gallery model and MobileNetV2 query models at 224 px (random weights), hetvis-serve vs the same work in
+# process vs a Python service (PIL draft mode + onnxruntime + hnswlib, in its own venv), and ONNX Runtime
+# settings. About 15 minutes; pass options with PHOTO_ARGS (`--phases http,python --seconds 20`).
+PHOTO_ARGS ?=
+
+bench-photo: setup
+	@GPU=$(GPU) PHOTO_BENCH=1 scripts/setup.sh
+	$(CARGO) build --release -p hetvis-server -p hetvis-benches --bins
+	target/release/photo-serve --work $(RUNS)/bench/photo --json $(RUNS)/bench/photo-serve.json $(PHOTO_ARGS)
 
 # Fuzzing (not part of `make test`): mutated inputs from the committed seed corpus (fuzz/corpus) through image
 # decode + preprocess (no panic, no allocation above ImageLimits::peak_bytes) and through the server's multipart

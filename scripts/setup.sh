@@ -134,9 +134,25 @@ ensure_bench_deps() {
   touch "$bench_stamp"
 }
 
+# `PHOTO_BENCH=1`: the Python comparison service of the photo serving benchmark (benches/python/photo_service.py)
+# in its own venv, pinned: PIL (JPEG draft mode), the same ONNX Runtime, hnswlib (built from its sdist), FastAPI.
+ensure_photo_bench_deps() {
+  local pvenv="$root/.venv-photo"
+  local photo_stamp="$pvenv/.hetvis-photo-ort$ort_version"
+  [ -f "$photo_stamp" ] && return
+  log "installing the photo benchmark's Python service into $pvenv"
+  [ -x "$pvenv/bin/python" ] || python3 -m venv "$pvenv"
+  "$pvenv/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+    "onnxruntime==$ort_version" numpy==2.4.6 pillow==13.0.0 hnswlib==0.8.0 fastapi==0.165.0 \
+    starlette==1.10.0 uvicorn==0.55.0
+  "$pvenv/bin/python" -c 'import hnswlib, onnxruntime, PIL, fastapi, uvicorn' || die "the photo service's venv is broken"
+  touch "$photo_stamp"
+}
+
 ensure_fashion_mnist
 ensure_chromium
 ensure_turbojpeg
 ensure_venv
 [ "${BENCH:-0}" = 1 ] && ensure_bench_deps
+[ "${PHOTO_BENCH:-0}" = 1 ] && ensure_photo_bench_deps
 log "ready ($flavour): venv $(du -sh "$venv" 2>/dev/null | cut -f1), LIBTORCH=$venv/libtorch"

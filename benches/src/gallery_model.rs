@@ -38,17 +38,41 @@ impl GallerySpec {
 
 /// Exports the model to `dir/gallery.onnx` (with its manifest) and returns the path.
 pub fn export(dir: &Path, g: &GallerySpec) -> anyhow::Result<PathBuf> {
-    let spec = g.spec();
-    let weights = Weights::random(&spec.lower()?, 11);
-    let manifest = ModelManifest::for_spec(
+    let path = dir.join("gallery.onnx");
+    let p = Preprocessing::fashion_mnist(g.input_px);
+    export_random(
+        &path,
         "bench-gallery",
         Role::Gallery,
-        &spec,
-        Preprocessing::fashion_mnist(g.input_px),
+        &g.spec(),
+        p,
         "bench-space",
+        11,
+    )?;
+    Ok(path)
+}
+
+/// Exports any spec with random weights (from `seed`) to `path`, with its manifest beside it, exactly as a
+/// trained model would be exported. Models given the same `compat_id` are accepted together by the indexer and
+/// the server, which is all a timing benchmark needs.
+pub fn export_random(
+    path: &Path,
+    name: &str,
+    role: Role,
+    spec: &ModelSpec,
+    preprocessing: Preprocessing,
+    compat_id: &str,
+    seed: u64,
+) -> anyhow::Result<ModelManifest> {
+    let weights = Weights::random(&spec.lower()?, seed);
+    let manifest = ModelManifest::for_spec(
+        name,
+        role,
+        spec,
+        preprocessing,
+        compat_id,
         Provenance::default(),
     )?;
-    let path = dir.join("gallery.onnx");
-    hetvis_models::onnx::export::export_to_files(&path, &spec, &weights, &manifest)?;
-    Ok(path)
+    hetvis_models::onnx::export::export_to_files(path, spec, &weights, &manifest)?;
+    Ok(manifest)
 }

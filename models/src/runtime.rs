@@ -57,14 +57,67 @@ pub enum Device {
     Cuda,
 }
 
-/// How to build an inference session.
-#[derive(Debug, Clone, Default)]
+/// ONNX Runtime's graph optimisation level (`GraphOptimizationLevel`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OptLevel {
+    Disable,
+    Basic,
+    Extended,
+    /// Everything, layout rewrites included: the fastest measured (docs/results/2026-12-04-photo-serving).
+    #[default]
+    All,
+}
+
+impl From<OptLevel> for GraphOptimizationLevel {
+    fn from(l: OptLevel) -> Self {
+        match l {
+            OptLevel::Disable => GraphOptimizationLevel::Disable,
+            OptLevel::Basic => GraphOptimizationLevel::Level1,
+            OptLevel::Extended => GraphOptimizationLevel::Level2,
+            OptLevel::All => GraphOptimizationLevel::Level3,
+        }
+    }
+}
+
+/// How to build an inference session. The defaults are the settings measured fastest on CPU
+/// (docs/results/2026-12-04-photo-serving).
+#[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub device: Device,
     /// CUDA device ordinal when `device` is CUDA.
     pub cuda_device_id: i32,
     /// Threads inside one operator; 0 lets ONNX Runtime choose (one per physical core).
     pub intra_threads: usize,
+    pub optimization: OptLevel,
+    /// Plan activation memory once per input shape and reuse it.
+    pub memory_pattern: bool,
+    /// Intra-op threads spin between operators instead of sleeping: lower latency for one session alone,
+    /// wasted cores when several sessions share them.
+    pub spinning: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            cuda_device_id: 0,
+            intra_threads: 0,
+            optimization: OptLevel::All,
+            memory_pattern: true,
+            spinning: true,
+        }
+    }
 }
 
 /// The execution provider a session actually runs on.
@@ -190,7 +243,11 @@ pub fn session_from_bytes(
 ) -> Result<(Session, Provider), RuntimeError> {
     let env = &loaded(None)?.env;
     let mut builder = Session::builder(env)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(config.optimization.into())
+        .map_err(RuntimeError::from)?
+        .with_memory_pattern(config.memory_pattern)
+        .map_err(RuntimeError::from)?
+        .with_intra_op_spinning(config.spinning)
         .map_err(RuntimeError::from)?;
     if config.intra_threads > 0 {
         builder = builder

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use hetvis_models::preprocess::ImageLimits;
-use hetvis_models::runtime::{Device, SessionConfig};
+use hetvis_models::runtime::{Device, OptLevel, SessionConfig};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -51,6 +51,15 @@ pub struct ServerConfig {
     /// ONNX Runtime intra-op threads per session (0: one per core).
     #[arg(long, env = "HETVIS_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// ONNX Runtime graph optimisation level.
+    #[arg(long, env = "HETVIS_ORT_OPT_LEVEL", value_enum, default_value_t = OptLevel::All)]
+    pub ort_opt_level: OptLevel,
+    /// ONNX Runtime memory pattern (activation memory planned once per input shape).
+    #[arg(long, env = "HETVIS_ORT_MEMORY_PATTERN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ort_memory_pattern: bool,
+    /// ONNX Runtime intra-op threads spin while waiting for work (faster alone, wasteful with several workers).
+    #[arg(long, env = "HETVIS_ORT_SPINNING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ort_spinning: bool,
     /// Most images in one forward pass.
     #[arg(long, env = "HETVIS_MAX_BATCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_batch: u16,
@@ -89,6 +98,9 @@ impl ServerConfig {
         SessionConfig {
             device: self.device,
             intra_threads: self.threads,
+            optimization: self.ort_opt_level,
+            memory_pattern: self.ort_memory_pattern,
+            spinning: self.ort_spinning,
             ..Default::default()
         }
     }

@@ -8,16 +8,16 @@
 //!
 //! make bench-serve   (see the Makefile for the paths it uses)
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use hetvis_benches::load::{self, Budget, Run};
+use hetvis_benches::process::{self, Service};
 use hetvis_models::data::fashion_mnist::{FashionMnist, Split, CLASS_NAMES};
 use hetvis_models::data::synthetic;
 use hyper::body::Bytes;
@@ -96,17 +96,7 @@ fn query_images(cli: &Cli) -> anyhow::Result<(Vec<Bytes>, Vec<String>)> {
     Ok((bodies, labels))
 }
 
-/// The server, started on an ephemeral loopback port; killed when dropped.
-struct Spawned(Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server(cli: &Cli) -> anyhow::Result<(Spawned, SocketAddr)> {
+fn start_server(cli: &Cli) -> anyhow::Result<Service> {
     let bin = match &cli.server {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("hetvis-serve"),
@@ -116,7 +106,8 @@ fn start_server(cli: &Cli) -> anyhow::Result<(Spawned, SocketAddr)> {
     else {
         bail!("--index, --query-model and --gallery-model are needed to start a server");
     };
-    let mut child = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    command
         .arg("--index")
         .arg(index)
         .arg("--query-model")
@@ -125,21 +116,8 @@ fn start_server(cli: &Cli) -> anyhow::Result<(Spawned, SocketAddr)> {
         .arg(gallery)
         .args(["--addr", "127.0.0.1:0"])
         .args(&cli.server_args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let guard = Spawned(child);
-    for line in BufReader::new(stdout).lines() {
-        if let Some(a) = line?.strip_prefix("listening on http://") {
-            return Ok((guard, a.trim().parse()?));
-        }
-    }
-    bail!(
-        "{} exited before listening (see its errors above)",
-        bin.display()
-    )
+        .env("RUST_LOG", "warn");
+    process::start(command)
 }
 
 fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
@@ -152,23 +130,6 @@ fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--url {url}: expected http://127.0.0.1:PORT"))?;
     anyhow::ensure!(addr.ip().is_loopback(), "--url must be a loopback address");
     Ok(addr)
-}
-
-fn get_json(rt: &tokio::runtime::Runtime, addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut s, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path)
-            .header(hyper::header::HOST, addr.to_string())
-            .body(http_body_util::Empty::<Bytes>::new())?;
-        let resp = s.send_request(req).await?;
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await?
-            .to_bytes();
-        Ok(serde_json::from_slice(&body)?)
-    })
 }
 
 /// Mean images per forward pass and the share of queries whose top result has the query's class.
@@ -199,7 +160,8 @@ fn main() -> anyhow::Result<()> {
     let (_server, addr) = match &cli.url {
         Some(url) => (None, loopback(url)?),
         None => {
-            let (s, a) = start_server(&cli)?;
+            let s = start_server(&cli)?;
+            let a = s.addr;
             (Some(s), a)
         }
     };
@@ -207,23 +169,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     // Measure the HNSW index, not the exact search the server answers with while its graph is still building.
-    let started = std::time::Instant::now();
-    loop {
-        let ready = get_json(&rt, addr, "/readyz")?;
-        match ready["graph"].as_str() {
-            Some("ready") => break,
-            Some("failed") => bail!("the server's HNSW graph failed to build: {ready}"),
-            _ if started.elapsed() > Duration::from_secs(600) => {
-                bail!("the server's HNSW graph was not ready after 600 s: {ready}")
-            }
-            _ => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-    eprintln!(
-        "HNSW graph ready after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let info = get_json(&rt, addr, "/v1/info")?;
+    let waited = process::wait_for_graph(&rt, addr, Duration::from_secs(600))?;
+    eprintln!("HNSW graph ready after {:.1} s", waited.as_secs_f64());
+    let info = process::get_json(&rt, addr, "/v1/info")?;
     eprintln!(
         "server {addr}: index {} vectors, query {} ({} MMACs), gallery {} ({} MMACs), {}",
         info["index"]["size"],

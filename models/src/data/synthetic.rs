@@ -59,34 +59,6 @@ pub fn generate(n: usize, classes: usize, size: usize, seed: u64) -> LabelledIma
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reproducible_balanced_and_class_dependent() {
-        let a = generate(40, 4, 16, 1);
-        assert_eq!(a.pixels, generate(40, 4, 16, 1).pixels);
-        assert_ne!(a.pixels, generate(40, 4, 16, 2).pixels);
-        assert_eq!(a.len(), 40);
-        assert_eq!(a.labels.iter().filter(|&&l| l == 3).count(), 10);
-        // Class means differ: the mean image of class 0 is not that of class 2.
-        let mean = |c: u8| -> Vec<f32> {
-            let idx: Vec<usize> = (0..a.len()).filter(|&i| a.labels[i] == c).collect();
-            (0..256)
-                .map(|p| idx.iter().map(|&i| a.image(i)[p] as f32).sum::<f32>() / idx.len() as f32)
-                .collect()
-        };
-        let d: f32 = mean(0)
-            .iter()
-            .zip(mean(2))
-            .map(|(x, y)| (x - y).abs())
-            .sum::<f32>()
-            / 256.0;
-        assert!(d > 10.0, "mean abs difference {d}");
-    }
-}
-
 /// A photo-like RGB scene of `w x h` pixels, reproducible from `seed`: smooth gradients, discs and stripes, and
 /// mild sensor noise, so a JPEG of it has a phone photo's size (about 4 MB at 12 MP, quality 90). For decode and
 /// serving benchmarks and tests at real photo sizes.
@@ -121,4 +93,32 @@ pub fn photo_jpeg(w: u32, h: u32, seed: u32, quality: u8) -> Vec<u8> {
         .encode_image(&photo(w, h, seed))
         .expect("encoding a JPEG in memory");
     buf.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reproducible_balanced_and_class_dependent() {
+        let a = generate(40, 4, 16, 1);
+        assert_eq!(a.pixels, generate(40, 4, 16, 1).pixels);
+        assert_ne!(a.pixels, generate(40, 4, 16, 2).pixels);
+        assert_eq!(a.len(), 40);
+        assert_eq!(a.labels.iter().filter(|&&l| l == 3).count(), 10);
+        // Class means differ: the mean image of class 0 is not that of class 2.
+        let mean = |c: u8| -> Vec<f32> {
+            let idx: Vec<usize> = (0..a.len()).filter(|&i| a.labels[i] == c).collect();
+            (0..256)
+                .map(|p| idx.iter().map(|&i| a.image(i)[p] as f32).sum::<f32>() / idx.len() as f32)
+                .collect()
+        };
+        let d: f32 = mean(0)
+            .iter()
+            .zip(mean(2))
+            .map(|(x, y)| (x - y).abs())
+            .sum::<f32>()
+            / 256.0;
+        assert!(d > 10.0, "mean abs difference {d}");
+    }
 }
