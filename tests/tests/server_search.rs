@@ -205,6 +205,28 @@ fn hostile_inputs_get_json_client_errors_and_the_server_stays_up() {
         "",
     );
     expect(http::post(addr, "/search", "image/png", &[]), 400, "empty");
+    // A photo's JPEG goes through the DCT-scaled decoder: cut short it is a 400, too large a 413, whole a 200.
+    let jpeg = hetvis_models::data::synthetic::photo_jpeg(96, 64, 1, 90);
+    assert_eq!(
+        http::post(addr, "/search", "image/jpeg", &jpeg).status,
+        200,
+        "a whole JPEG is searched"
+    );
+    expect(
+        http::post(addr, "/search", "image/jpeg", &jpeg[..jpeg.len() * 2 / 3]),
+        400,
+        "",
+    );
+    expect(
+        http::post(
+            addr,
+            "/search",
+            "image/jpeg",
+            &hetvis_models::data::synthetic::photo_jpeg(600, 80, 1, 80),
+        ),
+        413,
+        "limit",
+    );
     // Dimensions over the limit: a real 600x600 image, and a header that claims 100000x100000.
     let wide = {
         let mut out = std::io::Cursor::new(Vec::new());
