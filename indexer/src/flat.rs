@@ -70,7 +70,7 @@ impl FlatIndex {
         for (row, v) in self.data.chunks_exact(self.dim).enumerate() {
             let hit = Hit {
                 row,
-                score: v.iter().zip(query).map(|(a, b)| a * b).sum(),
+                score: crate::vector::dot(v, query),
             };
             if best.len() < k {
                 best.push(Worst(hit));

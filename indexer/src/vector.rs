@@ -33,12 +33,44 @@ pub fn normalised(v: &[f32], dim: usize) -> Result<Vec<f32>, VectorProblem> {
 
 /// Inner product; equals cosine similarity for unit vectors.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    // Eight independent partial sums let the compiler use SIMD registers: one running sum must be added in
+    // order and stays scalar. Exact and HNSW scores both come from this function, so they stay identical.
+    const LANES: usize = 8;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let mut acc = [0f32; LANES];
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_matches_the_plain_sum_at_every_length() {
+        for n in [0, 1, 7, 8, 9, 31, 128, 131] {
+            let a: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..n)
+                .map(|i| ((i * 104_729) % 17) as f32 / 17.0 - 0.5)
+                .collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - plain).abs() < 1e-5, "n={n}");
+        }
+    }
 
     #[test]
     fn normalises_and_refuses_bad_vectors() {
