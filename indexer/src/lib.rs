@@ -12,6 +12,7 @@ pub mod flat;
 pub mod graph;
 pub mod index;
 pub mod manifest;
+pub mod npy;
 pub mod params;
 pub mod pipeline;
 pub mod recall;

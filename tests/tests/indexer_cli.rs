@@ -447,3 +447,96 @@ fn models_from_another_embedding_space_are_refused() {
     assert!(add(&retrained).contains("not the one that built the index"));
     assert_eq!(info(&idx)["manifest"]["count"], 24);
 }
+
+#[test]
+fn precomputed_vectors_build_and_extend_an_index_without_embedding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    // 40 unit-ish vectors of the model's dimension; row 5 is NaN and row 9 is zero.
+    let rows = 40;
+    let mut data: Vec<f32> = (0..rows * DIM)
+        .map(|i| ((i * 7919) % 101) as f32 / 101.0 - 0.5)
+        .collect();
+    data[5 * DIM] = f32::NAN;
+    data[9 * DIM..10 * DIM].fill(0.0);
+    let npy = tmp.path().join("shop.npy");
+    hetvis_indexer::npy::write(&npy, &data, rows, DIM).unwrap();
+    let ids = tmp.path().join("shop.jsonl");
+    let lines: Vec<String> = (0..rows)
+        .map(|i| format!("{{\"id\": \"sku-{i}\", \"label\": \"c{}\"}}", i % 4))
+        .collect();
+    std::fs::write(&ids, lines.join("\n")).unwrap();
+    let idx = tmp.path().join("idx");
+
+    let source = format!("npy:{}", s(&npy));
+    let text = build(&gallery_model, &source, &idx, &["--ids", s(&ids)]);
+    assert!(
+        text.contains("38 vectors in the index") && text.contains("2 skipped"),
+        "{text}"
+    );
+    let errors = errors_report(&idx);
+    let skipped: Vec<&str> = errors.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(skipped, ["sku-5", "sku-9"]);
+    assert!(errors[0]["error"].as_str().unwrap().contains("NaN"));
+
+    // The stored vectors are the file's rows, normalised, under their ids and labels, in the model's space.
+    let index = Index::open(&idx).unwrap();
+    assert_eq!(index.manifest().gallery.compat_id, "space-1");
+    let row = index.row_of("sku-7").unwrap();
+    let v = &data[7 * DIM..8 * DIM];
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    for (stored, x) in index.vector(row).iter().zip(v) {
+        assert!((stored - x / norm).abs() < 1e-6);
+    }
+    assert_eq!(index.records()[row].label.as_deref(), Some("c3"));
+    let hits = index.search(v, 1, None).unwrap();
+    assert_eq!(hits[0].id, "sku-7");
+
+    // Added again without a records file: ids come from the file name, so none is taken.
+    run_ok(
+        "hetvis-index",
+        &[
+            "add",
+            "--index",
+            s(&idx),
+            "--model",
+            s(&gallery_model),
+            "--source",
+            &source,
+            "--no-progress",
+        ],
+    );
+    assert_eq!(info(&idx)["manifest"]["count"], 76);
+    assert!(Index::open(&idx).unwrap().contains_id("shop/39"));
+
+    // Another dimension, or --ids without an npy: source, is refused with the reason.
+    let wrong = tmp.path().join("wrong.npy");
+    hetvis_indexer::npy::write(&wrong, &[0.5; 3 * 8], 3, 8).unwrap();
+    let err = run_err(&[
+        "build",
+        "--model",
+        s(&gallery_model),
+        "--source",
+        &format!("npy:{}", s(&wrong)),
+        "--out",
+        s(&tmp.path().join("idx2")),
+        "--no-progress",
+    ]);
+    assert!(
+        err.contains("8-d") && err.contains(&format!("{DIM} dimensions")),
+        "{err}"
+    );
+    let err = run_err(&[
+        "build",
+        "--model",
+        s(&gallery_model),
+        "--source",
+        s(tmp.path()),
+        "--ids",
+        s(&ids),
+        "--out",
+        s(&tmp.path().join("idx3")),
+        "--no-progress",
+    ]);
+    assert!(err.contains("--ids"), "{err}");
+}

@@ -192,27 +192,10 @@ fn index(cli: &Cli, gallery: &BenchModel) -> anyhow::Result<(PathBuf, Option<Ind
     if !idx.save_exclusive(&dir)?.is_durable() {
         eprintln!("warning: the index directory could not be fsynced");
     }
-    write_npy(&npy, &vectors, cli.gallery_size, cli.dim)?;
+    hetvis_indexer::npy::write(&npy, &vectors, cli.gallery_size, cli.dim)
+        .with_context(|| format!("writing {}", npy.display()))?;
     std::fs::write(cli.work.join("ids.json"), serde_json::to_vec(&ids)?)?;
     Ok((dir, Some(idx)))
-}
-
-/// float32 `[rows, cols]` in NumPy's `.npy` format (version 1.0).
-fn write_npy(path: &Path, data: &[f32], rows: usize, cols: usize) -> anyhow::Result<()> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Magic (6) + version (2) + length (2) + header + '\n', padded to a multiple of 64.
-    let pad = 64 - (10 + header.len() + 1) % 64;
-    header.push_str(&" ".repeat(pad % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for x in data {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
 }
 
 fn photo_sets(cli: &Cli) -> Vec<Photos> {

@@ -5,9 +5,11 @@
 mod embed;
 mod progress;
 mod source;
+mod vectors;
 
 pub use embed::{embed_catalog, Embedded, PipelineConfig};
 pub use source::{Catalog, Entry, Origin, Source, SourceOptions};
+pub use vectors::{VectorsSource, NPY_PREFIX};
 
 use std::path::PathBuf;
 
@@ -40,6 +42,8 @@ pub enum PipelineError {
     Data(#[from] hetvis_models::data::DataError),
     #[error("inference failed: {0}")]
     Embed(#[from] hetvis_models::embed::EmbedError),
+    #[error(transparent)]
+    Npy(#[from] crate::npy::NpyError),
 }
 
 /// `errors.jsonl`: one [`Failure`] per line.

@@ -271,7 +271,7 @@ struct ManifestLine {
     meta: Option<serde_json::Value>,
 }
 
-fn label_text(v: serde_json::Value) -> Result<Option<String>, String> {
+pub(super) fn label_text(v: serde_json::Value) -> Result<Option<String>, String> {
     match v {
         serde_json::Value::Null => Ok(None),
         serde_json::Value::String(s) => Ok(Some(s)),

@@ -1,5 +1,5 @@
-//! `build` and `add`: embed a source with the gallery model, then write the index atomically with the run's
-//! `errors.jsonl` beside it.
+//! `build` and `add`: embed a source with the gallery model (or read its precomputed vectors), then write the
+//! index atomically with the run's `errors.jsonl` beside it.
 
 use std::path::Path;
 use std::time::Instant;
@@ -8,8 +8,8 @@ use anyhow::{bail, Context};
 use hetvis_indexer::compat::check_is_gallery;
 use hetvis_indexer::manifest::MANIFEST_FILE;
 use hetvis_indexer::pipeline::{
-    embed_catalog, errors_jsonl, Catalog, Embedded, PipelineConfig, Source, SourceOptions,
-    ERRORS_FILE,
+    embed_catalog, errors_jsonl, Catalog, Embedded, Failure, PipelineConfig, Source, SourceOptions,
+    VectorsSource, ERRORS_FILE,
 };
 use hetvis_indexer::{Durability, GalleryModel, HnswParams, Index, WriterLock};
 use hetvis_models::embed::Embedder;
@@ -29,6 +29,50 @@ fn catalog(args: &EmbedArgs) -> anyhow::Result<Catalog> {
         catalog.truncate(n);
     }
     Ok(catalog)
+}
+
+/// The run's vectors: embedded from images, or read from an `npy:` source. `taken` reports ids already in
+/// the index being extended. Fails only when not a single item could be had.
+fn vectors(
+    args: &EmbedArgs,
+    embedder: &mut Embedder,
+    taken: impl Fn(&str) -> bool,
+) -> anyhow::Result<Embedded> {
+    let Some(source) = VectorsSource::parse(&args.source, args.ids.as_deref()) else {
+        if args.ids.is_some() {
+            bail!(
+                "--ids names the rows of an npy: source; {} is not one",
+                args.source
+            );
+        }
+        let mut catalog = catalog(args)?;
+        catalog.reject_taken(taken);
+        return embed(args, catalog, embedder);
+    };
+    let dim = embedder.manifest().embedding_dim;
+    let mut run = source.load(dim)?;
+    if let Some(n) = args.limit {
+        run.items.truncate(n);
+    }
+    let (keep, present): (Vec<_>, Vec<_>) = std::mem::take(&mut run.items)
+        .into_iter()
+        .partition(|(r, _)| !taken(&r.id));
+    run.items = keep;
+    run.failures
+        .extend(present.into_iter().map(|(r, _)| Failure {
+            source: args.source.clone(),
+            id: r.id,
+            error: "id is already in the index".into(),
+        }));
+    tracing::info!(vectors = run.items.len(), skipped = run.failures.len(), source = %args.source, "read");
+    if run.items.is_empty() {
+        bail!(
+            "no usable vector in {} ({} rows skipped)",
+            args.source,
+            run.failures.len()
+        );
+    }
+    Ok(run)
 }
 
 /// Runs the pipeline; fails only when not a single item could be embedded.
@@ -109,8 +153,7 @@ pub fn build(
     let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
     let manifest = model.embedder.manifest().clone();
     check_is_gallery(&manifest)?;
-    let catalog = catalog(args)?;
-    let run = embed(args, catalog, &mut model.embedder)?;
+    let run = vectors(args, &mut model.embedder, |_| false)?;
     let gallery = GalleryModel::from_manifest(&manifest, &model.sha256);
     let mut index = Index::new(gallery, manifest.embedding_dim, params)?;
     insert_and_save(&lock, &mut index, run, "built")
@@ -122,8 +165,6 @@ pub fn add(ort_lib: Option<&Path>, args: &EmbedArgs, dir: &Path) -> anyhow::Resu
     let mut index = Index::open(dir)?;
     let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
     index.check_gallery_model(model.embedder.manifest(), &model.sha256)?;
-    let mut catalog = catalog(args)?;
-    catalog.reject_taken(|id| index.contains_id(id));
-    let run = embed(args, catalog, &mut model.embedder)?;
+    let run = vectors(args, &mut model.embedder, |id| index.contains_id(id))?;
     insert_and_save(&lock, &mut index, run, "extended")
 }

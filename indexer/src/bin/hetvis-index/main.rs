@@ -41,10 +41,15 @@ struct EmbedArgs {
     /// The gallery model (ONNX exported by hetvis, with its manifest inside).
     #[arg(long, env = "HETVIS_GALLERY_MODEL")]
     model: PathBuf,
-    /// An image folder (recursive), a JSONL manifest ({"id","path","label"?,"meta"?} per line), or
-    /// fashion-mnist:train / fashion-mnist:test.
+    /// An image folder (recursive), a JSONL manifest ({"id","path","label"?,"meta"?} per line),
+    /// fashion-mnist:train / fashion-mnist:test, or npy:FILE.npy (precomputed float32 [N, dim] embeddings
+    /// of this gallery model; nothing is embedded).
     #[arg(long)]
     source: String,
+    /// With an npy: source, one {"id","label"?,"meta"?} line per row, in row order (default ids:
+    /// <file stem>/<row>).
+    #[arg(long)]
+    ids: Option<PathBuf>,
     /// Label images of a folder source with their parent folder's name.
     #[arg(long)]
     labels_from_dirs: bool,
