@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use hetvis_indexer::params::EXACT_SEARCH_MAX_LEN;
 use hetvis_indexer::Index;
 use hetvis_models::preprocess::{preprocess_bytes, ImageLimits};
 
@@ -19,7 +20,14 @@ pub struct Query<'a> {
 }
 
 pub fn search(ort_lib: Option<&Path>, q: &Query, rt: &RuntimeArgs) -> anyhow::Result<()> {
-    let index = Index::open(q.index)?;
+    // The graph is rebuilt on open (it is not stored yet), so it is built only when this search uses it: not
+    // for --exact, nor for an index small enough to be scanned.
+    let mut index = Index::open_without_graph(q.index)?;
+    if !q.exact && (q.ef.is_some() || index.len() > EXACT_SEARCH_MAX_LEN) {
+        tracing::info!(vectors = index.len(), "building the HNSW graph");
+        let graph = index.build_graph()?;
+        index.install_graph(graph)?;
+    }
     let mut model = model::load(ort_lib, q.model, rt)?;
     index
         .check_query_model(model.embedder.manifest())
