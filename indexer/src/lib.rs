@@ -28,3 +28,12 @@ pub use index::{Hit, Index, SearchMode};
 pub use manifest::{GalleryModel, IndexManifest};
 pub use params::HnswParams;
 pub use record::Record;
+
+/// The message of a caught panic (`&str` or `String` payloads), for reporting it as an error.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}

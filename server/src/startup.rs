@@ -238,7 +238,7 @@ fn build_in_background(
                     GraphState::Failed(e.to_string())
                 }
                 Err(panic) => {
-                    let message = panic_message(panic.as_ref());
+                    let message = hetvis_indexer::panic_message(panic.as_ref());
                     tracing::error!(panic = %message, "HNSW graph build panicked; searches stay exact");
                     GraphState::Failed(format!("the graph build panicked: {message}"))
                 }
@@ -249,14 +249,6 @@ fn build_in_background(
         tracing::error!(error = %e, "cannot start the graph builder; searches stay exact");
         state.set_graph_state(GraphState::Failed(e.to_string()));
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 #[cfg(test)]
