@@ -14,7 +14,9 @@ pub enum IndexError {
     NotFound { path: PathBuf },
     #[error("index file {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("{path}: index format {found} is not supported; this build reads format {supported}")]
+    #[error(
+        "{path}: index format {found} is not supported; this build reads formats 1 to {supported}"
+    )]
     UnsupportedFormat {
         path: PathBuf,
         found: u32,

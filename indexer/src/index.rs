@@ -1,7 +1,7 @@
 //! [`Index`]: the vectors, their records and the HNSW graph over them, as the server and the CLI use it.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hetvis_models::manifest::ModelManifest;
 
@@ -47,6 +47,8 @@ pub struct Index {
     vectors: FlatIndex,
     /// `None` until a graph is installed after [`Index::open_without_graph`]; covers every row otherwise.
     graph: Option<Graph>,
+    /// Where the graph stored with the opened directory lies, when it has one.
+    stored_graph: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Index {
@@ -75,29 +77,68 @@ impl Index {
             rows_by_id: HashMap::new(),
             vectors: FlatIndex::new(dim),
             graph: Some(graph),
+            stored_graph: None,
         })
     }
 
-    /// Loads an index directory, verifying every file against the manifest, and rebuilds the HNSW graph from the
-    /// stored vectors (in parallel). Reads the previous index when a save was interrupted between renames.
+    /// Loads an index directory, verifying every file against the manifest, with its HNSW graph: the stored one,
+    /// or, for an index that stores none (format 1, or saved without it), one rebuilt from the vectors (in
+    /// parallel; saving the index again stores it). Reads the previous index when a save was interrupted between
+    /// renames.
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         let mut index = Self::open_without_graph(dir)?;
         let started = std::time::Instant::now();
-        let graph = index.build_graph()?;
+        let (graph, how) = index.load_or_build_graph()?;
         index.install_graph(graph)?;
         tracing::info!(
             dir = %dir.display(),
             vectors = index.len(),
             seconds = started.elapsed().as_secs_f64(),
-            "rebuilt the HNSW graph"
+            "{how} the HNSW graph"
         );
         Ok(index)
+    }
+
+    /// The stored graph when the directory has a usable one, else a graph built from the vectors; and which
+    /// ("loaded" or "rebuilt"). A stored graph that cannot be used is reported and rebuilt: it is derived data.
+    pub fn load_or_build_graph(&self) -> Result<(Graph, &'static str), IndexError> {
+        match self.load_stored_graph() {
+            Some(Ok(graph)) => return Ok((graph, "loaded")),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the stored HNSW graph cannot be used; rebuilding it")
+            }
+            None => tracing::info!(
+                vectors = self.len(),
+                "this index stores no HNSW graph (format 1, or saved without it); rebuilding it"
+            ),
+        }
+        Ok((self.build_graph()?, "rebuilt"))
+    }
+
+    /// The graph stored with the opened directory, when it has one that covers every vector.
+    pub fn load_stored_graph(&self) -> Option<Result<Graph, IndexError>> {
+        let dir = self.stored_graph.as_deref()?;
+        Some(Graph::load(dir).and_then(|g| {
+            if g.len() == self.len() {
+                Ok(g)
+            } else {
+                Err(IndexError::corrupt(
+                    dir.join(crate::graph::GRAPH_FILES[0]),
+                    format!(
+                        "the graph holds {} points for {} vectors",
+                        g.len(),
+                        self.len()
+                    ),
+                ))
+            }
+        }))
     }
 
     /// Loads and verifies an index directory like [`Index::open`] but builds no graph: every search is exact
     /// until [`Index::install_graph`].
     pub fn open_without_graph(dir: &Path) -> Result<Self, IndexError> {
         let stored = store::read_verified(dir)?;
+        let stored_graph = stored.has_stored_graph().then(|| stored.dir.clone());
         let rows_by_id = stored
             .records
             .iter()
@@ -110,6 +151,7 @@ impl Index {
             rows_by_id,
             vectors: stored.vectors,
             graph: None,
+            stored_graph,
         })
     }
 
@@ -141,6 +183,7 @@ impl Index {
             rows_by_id: self.rows_by_id.clone(),
             vectors: self.vectors.clone(),
             graph: None,
+            stored_graph: self.stored_graph.clone(),
         }
     }
 
@@ -169,7 +212,16 @@ impl Index {
         extras: &[(&str, &[u8])],
     ) -> Result<Durability, IndexError> {
         atomic_dir::replace_dir(lock, |tmp| {
-            store::write_into(tmp, &self.manifest, &self.records, &self.vectors, extras)
+            // A graph still catching up with added rows is left out; the next open rebuilds it.
+            let graph = self.graph.as_ref().filter(|g| g.len() == self.len());
+            store::write_into(
+                tmp,
+                &self.manifest,
+                &self.records,
+                &self.vectors,
+                graph,
+                extras,
+            )
         })
     }
 

@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::params::HnswParams;
 
-/// Bumped when the directory layout or a file's encoding changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the directory layout or a file's encoding changes. Version 2 may hold the HNSW graph
+/// ([`crate::graph::GRAPH_FILES`]); version 1 never does, and is still read (its graph is rebuilt on open).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// `count * dim` little-endian f32, row-major, each row unit length.
 pub const VECTORS_FILE: &str = "vectors.f32";
@@ -54,7 +57,8 @@ pub struct IndexManifest {
     pub metric: String,
     pub count: usize,
     pub hnsw: HnswParams,
-    /// File name -> size and checksum, for every file in [`DATA_FILES`].
+    /// File name -> size and checksum, for every file in [`DATA_FILES`] and, when the graph is stored, in
+    /// [`crate::graph::GRAPH_FILES`].
     pub files: BTreeMap<String, FileEntry>,
 }
 

@@ -11,9 +11,10 @@ use sha2::{Digest, Sha256};
 use crate::checksum::sha256_hex;
 use crate::error::IndexError;
 use crate::flat::FlatIndex;
+use crate::graph::{Graph, GRAPH_FILES};
 use crate::manifest::{
-    FileEntry, IndexManifest, DATA_FILES, FORMAT_VERSION, MANIFEST_FILE, METRIC, RECORDS_FILE,
-    VECTORS_FILE,
+    FileEntry, IndexManifest, DATA_FILES, FORMAT_VERSION, MANIFEST_FILE, METRIC,
+    OLDEST_FORMAT_VERSION, RECORDS_FILE, VECTORS_FILE,
 };
 use crate::record::Record;
 
@@ -26,6 +27,17 @@ pub struct StoredIndex {
     pub manifest: IndexManifest,
     pub records: Vec<Record>,
     pub vectors: FlatIndex,
+    /// The directory the files were read from (the target, or where an interrupted save left it).
+    pub dir: std::path::PathBuf,
+}
+
+impl StoredIndex {
+    /// Whether the directory stores the HNSW graph (checked, like every listed file).
+    pub fn has_stored_graph(&self) -> bool {
+        GRAPH_FILES
+            .iter()
+            .all(|f| self.manifest.files.contains_key(*f))
+    }
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -65,17 +77,41 @@ fn write_file(
     .map_err(|e| IndexError::io(&path)(e.source))
 }
 
-/// Writes vectors, records, `extras` (name, bytes) and finally the manifest into the empty directory `dir`.
+/// Writes vectors, records, the graph when given (it must cover every vector), `extras` (name, bytes) and
+/// finally the manifest into the empty directory `dir`.
 pub fn write_into(
     dir: &Path,
     manifest: &IndexManifest,
     records: &[Record],
     vectors: &FlatIndex,
+    graph: Option<&Graph>,
     extras: &[(&str, &[u8])],
 ) -> Result<(), IndexError> {
     let mut manifest = manifest.clone();
+    manifest.format_version = FORMAT_VERSION;
     manifest.count = records.len();
     manifest.files.clear();
+    if let Some(graph) = graph {
+        if graph.len() != vectors.len() {
+            return Err(IndexError::InvalidParams(format!(
+                "the graph holds {} points for {} vectors",
+                graph.len(),
+                vectors.len()
+            )));
+        }
+        graph.dump(dir)?;
+        for name in GRAPH_FILES {
+            let path = dir.join(name);
+            // hnsw_rs writes without syncing; the manifest must never list a file that is not on disk.
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(IndexError::io(&path))?;
+            let (sha256, bytes) = crate::checksum::sha256_file(&path)?;
+            manifest
+                .files
+                .insert(name.into(), FileEntry { bytes, sha256 });
+        }
+    }
     let vector_entry = write_file(dir, VECTORS_FILE, |w| {
         for chunk in vectors.as_slice().chunks(1 << 16) {
             let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -94,7 +130,8 @@ pub fn write_into(
     })?;
     manifest.files.insert(RECORDS_FILE.into(), record_entry);
     for (name, bytes) in extras {
-        let reserved = DATA_FILES.contains(name) || *name == MANIFEST_FILE;
+        let reserved =
+            DATA_FILES.contains(name) || GRAPH_FILES.contains(name) || *name == MANIFEST_FILE;
         if reserved || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(IndexError::InvalidParams(format!(
                 "cannot store an extra file named {name:?}"
@@ -131,7 +168,7 @@ pub fn read_manifest(dir: &Path) -> Result<IndexManifest, IndexError> {
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| corrupt("no format_version".into()))?;
-    if version != u64::from(FORMAT_VERSION) {
+    if !(u64::from(OLDEST_FORMAT_VERSION)..=u64::from(FORMAT_VERSION)).contains(&version) {
         return Err(IndexError::UnsupportedFormat {
             path,
             found: u32::try_from(version).unwrap_or(u32::MAX),
@@ -151,6 +188,9 @@ pub fn read_manifest(dir: &Path) -> Result<IndexManifest, IndexError> {
     m.hnsw.validate().map_err(|e| corrupt(e.to_string()))?;
     let listed: Vec<&str> = m.files.keys().map(String::as_str).collect();
     let mut expected = DATA_FILES.to_vec();
+    if version >= 2 && GRAPH_FILES.iter().any(|f| m.files.contains_key(*f)) {
+        expected.extend(GRAPH_FILES);
+    }
     expected.sort_unstable();
     if listed != expected {
         return Err(corrupt(format!(
@@ -169,6 +209,22 @@ pub fn read_manifest(dir: &Path) -> Result<IndexManifest, IndexError> {
         )));
     }
     Ok(m)
+}
+
+/// Checks a file's size and checksum against the manifest without keeping its bytes.
+fn check_file(dir: &Path, name: &str, entry: &FileEntry) -> Result<(), IndexError> {
+    let path = dir.join(name);
+    let (sha256, bytes) = crate::checksum::sha256_file(&path)?;
+    if bytes != entry.bytes || sha256 != entry.sha256 {
+        return Err(IndexError::corrupt(
+            &path,
+            format!(
+                "{bytes} bytes with sha256 {sha256}; the manifest says {} bytes with sha256 {}",
+                entry.bytes, entry.sha256
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a data file whole and checks its size and checksum against the manifest.
@@ -277,9 +333,15 @@ fn read_dir_verified(target: &Path, dir: &Path) -> Result<StoredIndex, IndexErro
     drop(vectors_bytes);
     let record_bytes = read_checked(dir, RECORDS_FILE, &manifest.files[RECORDS_FILE])?;
     let records = parse_records(&dir.join(RECORDS_FILE), &record_bytes, manifest.count)?;
+    for name in GRAPH_FILES {
+        if let Some(entry) = manifest.files.get(name) {
+            check_file(dir, name, entry)?;
+        }
+    }
     Ok(StoredIndex {
         manifest,
         records,
         vectors,
+        dir: dir.to_owned(),
     })
 }

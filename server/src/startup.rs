@@ -199,15 +199,17 @@ fn probe_input(p: &Preprocessing) -> Vec<f32> {
     out
 }
 
-/// Builds the HNSW graph from a snapshot of the vectors on a thread of its own (searches continue, exact, on
-/// the live index meanwhile), then installs it; rows added since the snapshot are inserted on installation.
+/// Loads the stored HNSW graph, or builds one from a snapshot of the vectors when the index stores none, on a
+/// thread of its own (searches continue, exact, on the live index meanwhile), then installs it; rows added
+/// since the snapshot are inserted on installation.
 pub fn build_graph_in_background(state: &SharedState) {
     build_in_background(state, |shared| {
         if hetvis_models::failpoint::fail("graph-build") {
             panic!("injected failure of the graph build");
         }
         let snapshot = shared.read_index().clone_without_graph();
-        let graph = snapshot.build_graph()?;
+        let (graph, how) = snapshot.load_or_build_graph()?;
+        tracing::info!(points = graph.len(), "{how} the HNSW graph");
         drop(snapshot);
         shared.write_index().install_graph(graph)
     });

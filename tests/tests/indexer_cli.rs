@@ -145,14 +145,17 @@ fn build_from_a_folder_skips_bad_files_then_add_reload_and_search() {
         search(&idx, &gallery_model, &probe, &["--k", "5", "--ef", "32"]),
         hits
     );
-    // The graph is built only for a search that uses it: never for --exact.
+    // The graph is read only for a search that uses it, never for --exact; `build` stored it, so it is loaded,
+    // not rebuilt.
     let logged = |extra: &[&str]| {
         let mut args = vec!["search", s(&idx), "--model", s(&gallery_model), s(&probe)];
         args.extend_from_slice(extra);
         String::from_utf8_lossy(&run_ok("hetvis-index", &args).stderr).into_owned()
     };
-    assert!(!logged(&["--exact"]).contains("building the HNSW graph"));
-    assert!(logged(&["--ef", "32"]).contains("building the HNSW graph"));
+    assert!(!logged(&["--exact"]).contains("the HNSW graph"));
+    assert!(logged(&["--ef", "32"]).contains("loaded the HNSW graph"));
+    let files = &info(&idx)["manifest"]["files"];
+    assert!(files["graph.hnsw.graph"]["sha256"].is_string(), "{files}");
 
     // Add from a JSONL manifest: two new images, one missing file, one id already indexed.
     let more = tmp.path().join("more");

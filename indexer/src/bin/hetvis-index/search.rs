@@ -20,12 +20,12 @@ pub struct Query<'a> {
 }
 
 pub fn search(ort_lib: Option<&Path>, q: &Query, rt: &RuntimeArgs) -> anyhow::Result<()> {
-    // The graph is rebuilt on open (it is not stored yet), so it is built only when this search uses it: not
-    // for --exact, nor for an index small enough to be scanned.
+    // The graph is read (or, for an index that stores none, rebuilt) only when this search uses it: not for
+    // --exact, nor for an index small enough to be scanned.
     let mut index = Index::open_without_graph(q.index)?;
     if !q.exact && (q.ef.is_some() || index.len() > EXACT_SEARCH_MAX_LEN) {
-        tracing::info!(vectors = index.len(), "building the HNSW graph");
-        let graph = index.build_graph()?;
+        let (graph, how) = index.load_or_build_graph()?;
+        tracing::info!(vectors = index.len(), "{how} the HNSW graph");
         index.install_graph(graph)?;
     }
     let mut model = model::load(ort_lib, q.model, rt)?;
