@@ -433,6 +433,10 @@ fn main() -> anyhow::Result<()> {
     });
     println!("{summary}");
     if let Some(out) = &cfg.out {
+        // Relative paths are relative to benches/, where cargo runs benchmarks.
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
         std::fs::write(out, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", out.display()))?;
     }
