@@ -192,15 +192,11 @@ fn main() -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &cli.json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
         let out = json!({
             "model": model_path, "model_name": e.manifest().name, "input_px": p.size,
             "gallery": ng, "quality": cli.quality, "results": results,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
-        eprintln!("wrote {}", path.display());
+        hetvis_benches::write_json(path, &out)?;
     }
     Ok(())
 }

@@ -647,12 +647,7 @@ fn main() -> anyhow::Result<()> {
     });
     print_tables(&out);
     if let Some(path) = &cli.json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
+        hetvis_benches::write_json(path, &out)?;
     }
     Ok(())
 }

@@ -271,7 +271,19 @@ struct ManifestLine {
     meta: Option<serde_json::Value>,
 }
 
-pub(super) fn label_text(v: serde_json::Value) -> Result<Option<String>, String> {
+/// A record from a JSON line's fields; the label may be a string or a number.
+pub(super) fn record_of(
+    id: String,
+    label: Option<serde_json::Value>,
+    meta: Option<serde_json::Value>,
+) -> Result<Record, String> {
+    let mut record = Record::new(id);
+    record.label = label_text(label.unwrap_or_default())?;
+    record.meta = meta;
+    Ok(record)
+}
+
+fn label_text(v: serde_json::Value) -> Result<Option<String>, String> {
     match v {
         serde_json::Value::Null => Ok(None),
         serde_json::Value::String(s) => Ok(Some(s)),
@@ -295,17 +307,12 @@ fn list_jsonl(path: &Path) -> Result<Catalog, PipelineError> {
         let at = format!("{}:{}", path.display(), i + 1);
         let parsed = serde_json::from_str::<ManifestLine>(line)
             .map_err(|e| e.to_string())
-            .and_then(|mut l| Ok((label_text(l.label.take().unwrap_or_default())?, l)));
+            .and_then(|l| Ok((record_of(l.id, l.label, l.meta)?, l.path)));
         match parsed {
-            Ok((label, l)) => {
-                let mut record = Record::new(l.id);
-                record.label = label;
-                record.meta = l.meta;
-                entries.push(Entry {
-                    record,
-                    origin: Origin::File(base.join(l.path)),
-                });
-            }
+            Ok((record, file)) => entries.push(Entry {
+                record,
+                origin: Origin::File(base.join(file)),
+            }),
             Err(e) => rejected.push(Failure {
                 id: format!("line {}", i + 1),
                 source: at,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::source::label_text;
+use super::source::record_of;
 use super::{Embedded, Failure, PipelineError};
 use crate::record::Record;
 use crate::{npy, vector};
@@ -122,14 +122,9 @@ impl VectorsSource {
             .map(|(i, line)| {
                 let parsed = serde_json::from_str::<RecordLine>(line)
                     .map_err(|e| e.to_string())
-                    .and_then(|mut l| Ok((label_text(l.label.take().unwrap_or_default())?, l)));
+                    .and_then(|l| record_of(l.id, l.label, l.meta));
                 match parsed {
-                    Ok((label, l)) => {
-                        let mut r = Record::new(l.id);
-                        r.label = label;
-                        r.meta = l.meta;
-                        Some(r)
-                    }
+                    Ok(record) => Some(record),
                     Err(e) => {
                         failures.push(Failure {
                             id: format!("row {i}"),
