@@ -61,6 +61,11 @@ impl FlatIndex {
     /// The `k` rows with the highest inner product, best first; ties broken by lower row. Keeps a heap of `k`
     /// hits while scanning, so the scan allocates O(k), not a score per stored vector.
     pub fn search(&self, query: &[f32], k: usize) -> Vec<Hit> {
+        self.search_where(query, k, |_| true)
+    }
+
+    /// [`Self::search`] over the rows `keep` accepts.
+    pub fn search_where(&self, query: &[f32], k: usize, keep: impl Fn(usize) -> bool) -> Vec<Hit> {
         let k = k.min(self.len());
         if k == 0 {
             return Vec::new();
@@ -68,6 +73,9 @@ impl FlatIndex {
         // A max-heap under "worse first" order: its top is the worst of the best k so far.
         let mut best: BinaryHeap<Worst> = BinaryHeap::with_capacity(k + 1);
         for (row, v) in self.data.chunks_exact(self.dim).enumerate() {
+            if !keep(row) {
+                continue;
+            }
             let hit = Hit {
                 row,
                 score: crate::vector::dot(v, query),

@@ -10,10 +10,12 @@
 //! reads them back. A reloaded `hnsw_rs` graph borrows its loader; both live in one [`self_cell`], so a loaded
 //! graph is as free to move and share as a built one.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 
 use hnsw_rs::api::AnnT;
+use hnsw_rs::filter::FilterT;
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{DistL2, Hnsw};
 
@@ -38,6 +40,15 @@ self_cell::self_cell!(
 
 pub struct Graph {
     cell: Cell,
+}
+
+/// `hnsw_rs`'s search filter: a row is a candidate unless it was removed.
+struct Live<'a>(&'a BTreeSet<usize>);
+
+impl FilterT for Live<'_> {
+    fn hnsw_filter(&self, id: &usize) -> bool {
+        !self.0.contains(id)
+    }
 }
 
 impl std::fmt::Debug for Graph {
@@ -125,14 +136,29 @@ impl Graph {
 
     /// Rows of up to `k` approximate nearest neighbours, nearest first. `ef` is raised to `k` when smaller.
     pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<usize> {
+        self.search_excluding(query, k, ef, &BTreeSet::new())
+    }
+
+    /// [`Self::search`] that never returns the rows in `removed` (removed items stay in the graph, as
+    /// waypoints, until the index is compacted).
+    pub fn search_excluding(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        removed: &BTreeSet<usize>,
+    ) -> Vec<usize> {
         if k == 0 {
             return Vec::new();
         }
+        let filter = Live(removed);
         self.cell.with_dependent(|_, h| {
-            h.search(query, k, ef.max(k))
-                .into_iter()
-                .map(|n| n.d_id)
-                .collect()
+            let found = if removed.is_empty() {
+                h.search(query, k, ef.max(k))
+            } else {
+                h.search_filter(query, k, ef.max(k), Some(&filter))
+            };
+            found.into_iter().map(|n| n.d_id).collect()
         })
     }
 }

@@ -1,6 +1,6 @@
 //! [`Index`]: the vectors, their records and the HNSW graph over them, as the server and the CLI use it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use hetvis_models::manifest::ModelManifest;
@@ -49,6 +49,9 @@ pub struct Index {
     graph: Option<Graph>,
     /// Where the graph stored with the opened directory lies, when it has one.
     stored_graph: Option<PathBuf>,
+    /// Rows of removed items: their vectors stay (the graph routes through them) until [`Index::compacted`],
+    /// but no search returns them and their ids are free again.
+    removed: BTreeSet<usize>,
 }
 
 impl std::fmt::Debug for Index {
@@ -78,6 +81,7 @@ impl Index {
             vectors: FlatIndex::new(dim),
             graph: Some(graph),
             stored_graph: None,
+            removed: BTreeSet::new(),
         })
     }
 
@@ -143,6 +147,7 @@ impl Index {
             .records
             .iter()
             .enumerate()
+            .filter(|(row, _)| !stored.removed.contains(row))
             .map(|(row, r)| (r.id.clone(), row))
             .collect();
         Ok(Self {
@@ -152,6 +157,7 @@ impl Index {
             vectors: stored.vectors,
             graph: None,
             stored_graph,
+            removed: stored.removed,
         })
     }
 
@@ -184,6 +190,7 @@ impl Index {
             vectors: self.vectors.clone(),
             graph: None,
             stored_graph: self.stored_graph.clone(),
+            removed: self.removed.clone(),
         }
     }
 
@@ -219,6 +226,7 @@ impl Index {
                 &self.manifest,
                 &self.records,
                 &self.vectors,
+                &self.removed,
                 graph,
                 extras,
             )
@@ -309,11 +317,13 @@ impl Index {
             (_, Some(g)) => Some(g),
         };
         let Some(graph) = graph else {
-            return Ok(self.vectors.search(&q, k));
+            return Ok(self
+                .vectors
+                .search_where(&q, k, |row| !self.removed.contains(&row)));
         };
         let ef = ef.unwrap_or(self.manifest.hnsw.ef_search);
         let mut hits: Vec<flat::Hit> = graph
-            .search(&q, k, ef)
+            .search_excluding(&q, k, ef, &self.removed)
             .into_iter()
             .map(|row| flat::Hit {
                 row,
@@ -352,8 +362,49 @@ impl Index {
         compat::check_gallery_model(&self.manifest, model, model_sha256)
     }
 
+    /// Stored rows, removed ones included (see [`Index::live_len`]).
     pub fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Items a search can return: stored rows less removed ones.
+    pub fn live_len(&self) -> usize {
+        self.records.len() - self.removed.len()
+    }
+
+    /// Rows of removed items, awaiting compaction.
+    pub fn removed_rows(&self) -> &BTreeSet<usize> {
+        &self.removed
+    }
+
+    /// Removes items by id: no search returns them again and their ids may be added anew. Their rows stay until
+    /// [`Index::compacted`]. Returns the ids that were not in the index (nothing else changes for them).
+    pub fn remove(&mut self, ids: &[String]) -> Vec<String> {
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.rows_by_id.remove(id) {
+                Some(row) => {
+                    self.removed.insert(row);
+                }
+                None => missing.push(id.clone()),
+            }
+        }
+        missing
+    }
+
+    /// The live items only, in row order, with a graph built anew over them: what a compaction writes.
+    pub fn compacted(&self) -> Result<Self, IndexError> {
+        let mut out = Self::new(
+            self.manifest.gallery.clone(),
+            self.dim(),
+            self.manifest.hnsw,
+        )?;
+        let live = (0..self.len())
+            .filter(|row| !self.removed.contains(row))
+            .map(|row| (self.records[row].clone(), self.vectors.vector(row).to_vec()))
+            .collect();
+        out.add(live)?;
+        Ok(out)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -16,6 +16,8 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const VECTORS_FILE: &str = "vectors.f32";
 /// One JSON [`crate::Record`] per line, in row order.
 pub const RECORDS_FILE: &str = "records.jsonl";
+/// The rows of removed items (a JSON array, ascending), when there are any (format 2).
+pub const REMOVED_FILE: &str = "removed.json";
 /// The files every index has, each listed with its size and checksum in the manifest.
 pub const DATA_FILES: [&str; 2] = [VECTORS_FILE, RECORDS_FILE];
 /// Similarity reported by searches: cosine (inner product of unit vectors).

@@ -2,7 +2,7 @@
 //! into a fresh directory that [`crate::atomic_dir`] then puts in place; reading checks sizes and checksums
 //! before parsing anything, so a truncated or altered file is an error naming it, never a panic or garbage.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -14,7 +14,7 @@ use crate::flat::FlatIndex;
 use crate::graph::{Graph, GRAPH_FILES};
 use crate::manifest::{
     FileEntry, IndexManifest, DATA_FILES, FORMAT_VERSION, MANIFEST_FILE, METRIC,
-    OLDEST_FORMAT_VERSION, RECORDS_FILE, VECTORS_FILE,
+    OLDEST_FORMAT_VERSION, RECORDS_FILE, REMOVED_FILE, VECTORS_FILE,
 };
 use crate::record::Record;
 
@@ -29,6 +29,8 @@ pub struct StoredIndex {
     pub vectors: FlatIndex,
     /// The directory the files were read from (the target, or where an interrupted save left it).
     pub dir: std::path::PathBuf,
+    /// Rows of removed items: kept until a compaction, never returned by a search.
+    pub removed: BTreeSet<usize>,
 }
 
 impl StoredIndex {
@@ -84,6 +86,7 @@ pub fn write_into(
     manifest: &IndexManifest,
     records: &[Record],
     vectors: &FlatIndex,
+    removed: &BTreeSet<usize>,
     graph: Option<&Graph>,
     extras: &[(&str, &[u8])],
 ) -> Result<(), IndexError> {
@@ -129,9 +132,16 @@ pub fn write_into(
         Ok(())
     })?;
     manifest.files.insert(RECORDS_FILE.into(), record_entry);
+    if !removed.is_empty() {
+        let rows: Vec<usize> = removed.iter().copied().collect();
+        let json = serde_json::to_vec(&rows).map_err(std::io::Error::other);
+        let entry = write_file(dir, REMOVED_FILE, |w| w.write(&json?))?;
+        manifest.files.insert(REMOVED_FILE.into(), entry);
+    }
     for (name, bytes) in extras {
-        let reserved =
-            DATA_FILES.contains(name) || GRAPH_FILES.contains(name) || *name == MANIFEST_FILE;
+        let reserved = DATA_FILES.contains(name)
+            || GRAPH_FILES.contains(name)
+            || [MANIFEST_FILE, REMOVED_FILE].contains(name);
         if reserved || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(IndexError::InvalidParams(format!(
                 "cannot store an extra file named {name:?}"
@@ -190,6 +200,9 @@ pub fn read_manifest(dir: &Path) -> Result<IndexManifest, IndexError> {
     let mut expected = DATA_FILES.to_vec();
     if version >= 2 && GRAPH_FILES.iter().any(|f| m.files.contains_key(*f)) {
         expected.extend(GRAPH_FILES);
+    }
+    if version >= 2 && m.files.contains_key(REMOVED_FILE) {
+        expected.push(REMOVED_FILE);
     }
     expected.sort_unstable();
     if listed != expected {
@@ -278,14 +291,33 @@ fn parse_vectors(path: &Path, bytes: &[u8], dim: usize) -> Result<FlatIndex, Ind
     Ok(flat)
 }
 
-fn parse_records(path: &Path, bytes: &[u8], count: usize) -> Result<Vec<Record>, IndexError> {
+/// `removed.json`: the ascending rows of removed items, each below `count`.
+fn parse_removed(path: &Path, bytes: &[u8], count: usize) -> Result<BTreeSet<usize>, IndexError> {
+    let rows: Vec<usize> =
+        serde_json::from_slice(bytes).map_err(|e| IndexError::corrupt(path, e.to_string()))?;
+    if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|&r| r >= count) {
+        return Err(IndexError::corrupt(
+            path,
+            format!("rows must ascend and stay below the {count} stored"),
+        ));
+    }
+    Ok(rows.into_iter().collect())
+}
+
+/// Records in row order. Ids are unique among the live rows (a removed id may have been added again).
+fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+    count: usize,
+    removed: &BTreeSet<usize>,
+) -> Result<Vec<Record>, IndexError> {
     let text = std::str::from_utf8(bytes).map_err(|e| IndexError::corrupt(path, e.to_string()))?;
     let mut records = Vec::with_capacity(count);
     let mut seen = HashSet::with_capacity(count);
     for (i, line) in text.lines().enumerate() {
         let r: Record = serde_json::from_str(line)
             .map_err(|e| IndexError::corrupt(path, format!("line {}: {e}", i + 1)))?;
-        if !seen.insert(r.id.clone()) {
+        if !removed.contains(&i) && !seen.insert(r.id.clone()) {
             return Err(IndexError::corrupt(
                 path,
                 format!("line {}: duplicate id {:?}", i + 1, r.id),
@@ -331,8 +363,20 @@ fn read_dir_verified(target: &Path, dir: &Path) -> Result<StoredIndex, IndexErro
     let vectors_bytes = read_checked(dir, VECTORS_FILE, &manifest.files[VECTORS_FILE])?;
     let vectors = parse_vectors(&dir.join(VECTORS_FILE), &vectors_bytes, manifest.dim)?;
     drop(vectors_bytes);
+    let removed = match manifest.files.get(REMOVED_FILE) {
+        Some(entry) => {
+            let bytes = read_checked(dir, REMOVED_FILE, entry)?;
+            parse_removed(&dir.join(REMOVED_FILE), &bytes, manifest.count)?
+        }
+        None => BTreeSet::new(),
+    };
     let record_bytes = read_checked(dir, RECORDS_FILE, &manifest.files[RECORDS_FILE])?;
-    let records = parse_records(&dir.join(RECORDS_FILE), &record_bytes, manifest.count)?;
+    let records = parse_records(
+        &dir.join(RECORDS_FILE),
+        &record_bytes,
+        manifest.count,
+        &removed,
+    )?;
     for name in GRAPH_FILES {
         if let Some(entry) = manifest.files.get(name) {
             check_file(dir, name, entry)?;
@@ -343,5 +387,6 @@ fn read_dir_verified(target: &Path, dir: &Path) -> Result<StoredIndex, IndexErro
         records,
         vectors,
         dir: dir.to_owned(),
+        removed,
     })
 }

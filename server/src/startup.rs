@@ -111,7 +111,7 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
     };
     tracing::info!(
         index = %config.index.display(),
-        vectors = index.len(),
+        vectors = index.live_len(),
         dim = index.dim(),
         query = %query.info.name,
         gallery = gallery.as_ref().map(|g| g.info.name.as_str()).unwrap_or("-"),

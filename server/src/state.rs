@@ -147,7 +147,7 @@ pub struct StateParts {
 
 impl AppState {
     pub fn new(p: StateParts) -> Self {
-        p.metrics.index_size.set(p.index.len() as i64);
+        p.metrics.index_size.set(p.index.live_len() as i64);
         let max_in_flight = p.limits.max_in_flight;
         let graph = if p.index.has_graph() {
             p.metrics.graph_ready.set(1);

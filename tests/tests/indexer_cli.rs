@@ -551,3 +551,71 @@ fn precomputed_vectors_build_and_extend_an_index_without_embedding() {
     ]);
     assert!(err.contains("--ids"), "{err}");
 }
+
+#[test]
+fn removed_items_leave_every_search_at_once_and_compaction_reclaims_their_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
+    let rows = 60;
+    let data: Vec<f32> = (0..rows * DIM)
+        .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+        .collect();
+    let npy = tmp.path().join("items.npy");
+    hetvis_indexer::npy::write(&npy, &data, rows, DIM).unwrap();
+    let idx = tmp.path().join("idx");
+    build(&gallery_model, &format!("npy:{}", s(&npy)), &idx, &[]);
+
+    let out = run_ok(
+        "hetvis-index",
+        &[
+            "remove",
+            "--index",
+            s(&idx),
+            "--id",
+            "items/3",
+            "--id",
+            "items/7",
+            "--id",
+            "nope",
+        ],
+    );
+    assert!(stdout(&out).contains("removed 2"), "{}", stdout(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let v = info(&idx);
+    assert_eq!(
+        (v["items"].as_u64(), v["removed"].as_u64()),
+        (Some(58), Some(2))
+    );
+    // A retried removal is a success that changes nothing.
+    let again = run_ok(
+        "hetvis-index",
+        &["remove", "--index", s(&idx), "--id", "items/3"],
+    );
+    assert!(stdout(&again).contains("removed 0"), "{}", stdout(&again));
+
+    let index = Index::open(&idx).unwrap();
+    let q = &data[3 * DIM..4 * DIM];
+    for hits in [
+        index.search_exact(q, 60).unwrap(),
+        index.search_hnsw(q, 10, Some(64)).unwrap(),
+    ] {
+        assert!(
+            hits.iter().all(|h| h.id != "items/3" && h.id != "items/7"),
+            "{hits:?}"
+        );
+    }
+    assert_eq!(index.search_exact(q, 100).unwrap().len(), 58);
+
+    let out = run_ok("hetvis-index", &["compact", "--index", s(&idx)]);
+    assert!(
+        stdout(&out).contains("2 removed rows reclaimed"),
+        "{}",
+        stdout(&out)
+    );
+    let v = info(&idx);
+    assert_eq!(
+        (v["manifest"]["count"].as_u64(), v["removed"].as_u64()),
+        (Some(58), Some(0))
+    );
+    run_ok("hetvis-index", &["verify", s(&idx), "--min-recall", "0.9"]);
+}

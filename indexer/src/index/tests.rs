@@ -407,7 +407,17 @@ fn a_format_1_index_without_a_graph_opens_by_rebuilding_and_upgrades_on_save() {
     // What format 1 wrote: the data files only.
     let idx = built(300);
     std::fs::create_dir_all(&path).unwrap();
-    crate::store::write_into(&path, &idx.manifest, &idx.records, &idx.vectors, None, &[]).unwrap();
+    let none = std::collections::BTreeSet::new();
+    crate::store::write_into(
+        &path,
+        &idx.manifest,
+        &idx.records,
+        &idx.vectors,
+        &none,
+        None,
+        &[],
+    )
+    .unwrap();
     let mpath = path.join(MANIFEST_FILE);
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&mpath).unwrap()).unwrap();
@@ -447,4 +457,51 @@ fn an_altered_graph_file_fails_the_checksum_naming_it() {
         err.contains("graph.hnsw.graph") && err.contains("sha256"),
         "{err}"
     );
+}
+
+#[test]
+fn removed_items_are_never_returned_persist_and_can_be_added_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut idx = built(3000);
+    let gone: Vec<String> = (0..3000).step_by(3).map(|i| format!("a/{i}")).collect();
+    let missing = idx.remove(&[gone.clone(), vec!["nope".into()]].concat());
+    assert_eq!(missing, ["nope"]);
+    assert_eq!((idx.len(), idx.live_len()), (3000, 2000));
+    assert!(!idx.contains_id("a/0") && idx.contains_id("a/1"));
+    let check = |idx: &Index| {
+        for (i, q) in vectors(3000, 1).iter().enumerate().step_by(97) {
+            for hits in [
+                idx.search_exact(q, 10).unwrap(),
+                idx.search_hnsw(q, 10, Some(64)).unwrap(),
+            ] {
+                assert_eq!(hits.len(), 10);
+                assert!(
+                    hits.iter().all(|h| !gone.contains(&h.id)),
+                    "query {i}: {hits:?}"
+                );
+            }
+        }
+    };
+    check(&idx);
+    let _ = idx.save_exclusive(&path).unwrap();
+    let mut reopened = Index::open(&path).unwrap();
+    assert_eq!(reopened.removed_rows().len(), 1000);
+    check(&reopened);
+
+    // A removed id added again is a new row, found again.
+    let v = vectors(1, 1).remove(0);
+    reopened.add(vec![(Record::new("a/0"), v.clone())]).unwrap();
+    assert_eq!(reopened.search_exact(&v, 1).unwrap()[0].id, "a/0");
+    let _ = reopened.save_exclusive(&path).unwrap();
+    let again = Index::open(&path).unwrap();
+    assert_eq!((again.len(), again.live_len()), (3001, 2001));
+    assert_eq!(again.row_of("a/0"), Some(3000));
+
+    // Compaction keeps the live items only, in order, with a fresh graph.
+    let compact = again.compacted().unwrap();
+    assert_eq!((compact.len(), compact.live_len()), (2001, 2001));
+    assert!(compact.removed_rows().is_empty());
+    assert_eq!(compact.records()[0].id, "a/1");
+    assert_eq!(compact.search_hnsw(&v, 1, Some(64)).unwrap()[0].id, "a/0");
 }

@@ -312,7 +312,7 @@ async fn commit(
             drop(staged);
             let mut live = state.write_index();
             live.add(items).map_err(index_error)?;
-            state.metrics.index_size.set(live.len() as i64);
+            state.metrics.index_size.set(live.live_len() as i64);
             tracing::info!(added = n, size = live.len(), "gallery images added");
         }
         Ok(AddResponse {

@@ -60,7 +60,9 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
     let shared = state.clone();
     let (size, hits) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
-        index.search(&v, 1, None).map(|h| (index.len(), h.len()))
+        index
+            .search(&v, 1, None)
+            .map(|h| (index.live_len(), h.len()))
     })
     .await
     .map_err(|e| unavailable("index search", &e))?
@@ -87,7 +89,7 @@ pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::V
     let shared = state.clone();
     let (size, dim, manifest) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
-        (index.len(), index.dim(), index.manifest().clone())
+        (index.live_len(), index.dim(), index.manifest().clone())
     })
     .await?;
     Ok(Json(json!({

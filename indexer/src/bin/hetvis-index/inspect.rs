@@ -14,7 +14,12 @@ pub fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
     let m = &stored.manifest;
     let mut labels: BTreeMap<&str, usize> = BTreeMap::new();
     let mut unlabelled = 0;
-    for r in &stored.records {
+    for (_, r) in stored
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(row, _)| !stored.removed.contains(row))
+    {
         match &r.label {
             Some(l) => *labels.entry(l.as_str()).or_default() += 1,
             None => unlabelled += 1,
@@ -23,6 +28,7 @@ pub fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
     if json {
         let v = serde_json::json!({
             "path": dir, "manifest": m, "labels": labels, "unlabelled": unlabelled, "checksums": "ok",
+            "items": m.count - stored.removed.len(), "removed": stored.removed.len(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -34,6 +40,11 @@ pub fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
         m.gallery.name, m.gallery.compat_id, m.gallery.sha256
     );
     println!("vectors     {} x {}-d, metric {}", m.count, m.dim, m.metric);
+    println!(
+        "items       {} searchable, {} removed rows awaiting `hetvis-index compact`",
+        m.count - stored.removed.len(),
+        stored.removed.len()
+    );
     println!(
         "hnsw        M={} ef_construction={} ef_search={}",
         m.hnsw.m, m.hnsw.ef_construction, m.hnsw.ef_search

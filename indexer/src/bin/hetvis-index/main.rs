@@ -1,6 +1,7 @@
 //! `hetvis-index`: build, extend, inspect, verify and query gallery indexes.
 
 mod build;
+mod edit;
 mod inspect;
 mod model;
 mod search;
@@ -99,6 +100,22 @@ enum Command {
         #[command(flatten)]
         embed: EmbedArgs,
     },
+    /// Remove items by id: no search returns them again, and their ids may be added anew. Their rows are
+    /// reclaimed by `compact`.
+    Remove {
+        /// Index directory (replaced atomically).
+        #[arg(long)]
+        index: PathBuf,
+        /// An id to remove; repeat for more.
+        #[arg(long = "id", required = true)]
+        ids: Vec<String>,
+    },
+    /// Rewrite an index without its removed rows, with an HNSW graph built anew.
+    Compact {
+        /// Index directory (replaced atomically).
+        #[arg(long)]
+        index: PathBuf,
+    },
     /// Check an index's files and print what it holds.
     Info {
         index: PathBuf,
@@ -173,6 +190,8 @@ fn main() -> anyhow::Result<()> {
             build::build(ort_lib, &embed, &out, overwrite, params)
         }
         Command::Add { index, embed } => build::add(ort_lib, &embed, &index),
+        Command::Remove { index, ids } => edit::remove(&index, &ids),
+        Command::Compact { index } => edit::compact(&index),
         Command::Info { index, json } => inspect::info(&index, json),
         Command::Verify {
             index,
