@@ -8,6 +8,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::error::ErrorBody;
 use crate::operations::OperationState;
 use crate::routes::gallery::AddResponse;
+use crate::routes::gallery_remove::RemoveResponse;
 use crate::routes::search::{HitJson, Mode, SearchResponse, Timings};
 use crate::state::ModelInfo;
 use crate::{page, routes};
@@ -61,6 +62,7 @@ impl Modify for BearerAuth {
         routes::gallery::add,
         routes::gallery::operation,
         routes::gallery_image::image,
+        routes::gallery_remove::remove,
         routes::info::info,
         routes::info::healthz,
         routes::info::readyz,
@@ -69,7 +71,8 @@ impl Modify for BearerAuth {
         openapi_json,
     ),
     components(schemas(
-        SearchResponse, HitJson, Timings, Mode, ModelInfo, AddResponse, OperationState, Accepted, ErrorBody,
+        SearchResponse, HitJson, Timings, Mode, ModelInfo, AddResponse, RemoveResponse, OperationState,
+        Accepted, ErrorBody,
         ImageUpload, GalleryUpload
     )),
     modifiers(&BearerAuth)
@@ -90,13 +93,15 @@ mod tests {
     /// in OpenAPI form.
     fn registered_routes() -> Vec<String> {
         let src = include_str!("routes/mod.rs");
-        src.split(".route(\"")
+        src.split(".route(")
             .skip(1)
-            .filter_map(|rest| rest.split('"').next())
-            .map(|r| match r {
-                // The wildcard exists because ids contain `/`; its one handler is the image route.
-                "/gallery/{*rest}" => "/gallery/{id}/image".to_owned(),
-                other => other.to_owned(),
+            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next())
+            .flat_map(|r| match r {
+                // The wildcard exists because ids contain `/`: GET serves `{id}/image`, DELETE removes `{id}`.
+                "/gallery/{*rest}" => {
+                    vec!["/gallery/{id}/image".to_owned(), "/gallery/{id}".to_owned()]
+                }
+                other => vec![other.to_owned()],
             })
             .collect()
     }

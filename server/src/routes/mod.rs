@@ -2,6 +2,7 @@
 
 pub mod gallery;
 pub mod gallery_image;
+pub mod gallery_remove;
 pub mod image_body;
 pub mod info;
 pub mod search;
@@ -26,7 +27,10 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .merge(heavy)
         .route("/", get(page::page))
-        .route("/gallery/{*rest}", get(gallery_image::image))
+        .route(
+            "/gallery/{*rest}",
+            get(gallery_image::image).delete(gallery_remove::remove),
+        )
         .route("/operations/{id}", get(gallery::operation))
         .route("/v1/info", get(info::info))
         .route("/healthz", get(info::healthz))

@@ -154,3 +154,56 @@ async fn operations_need_the_token_and_unknown_ones_are_404() {
     let (status, _) = send(&app, req).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_removed_item_leaves_search_at_once_and_on_disk_and_needs_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("idx");
+    let state = test_state::state(Options {
+        index_dir: Some(index_dir.clone()),
+        ..Options::default()
+    });
+    let app = router(state.clone());
+    let image = png(5);
+    let (status, body) = send(&app, upload(&[("shop/shoe 1", &image)])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let delete = |path: &str, token: Option<&str>| {
+        let mut r = Request::delete(path);
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let (status, _) = send(&app, delete("/gallery/shop%2Fshoe%201", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(state.read_index().contains_id("shop/shoe 1"));
+
+    // A `/` in the id may be sent as is or encoded.
+    let (status, body) = send(&app, delete("/gallery/shop/shoe%201", Some(TOKEN))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["removed"], "shop/shoe 1");
+    assert_eq!(body["index_size"], 50);
+    assert_eq!(body["durable"], true);
+    let search = Request::post("/search")
+        .header(header::CONTENT_TYPE, "image/png")
+        .body(Body::from(image.clone()))
+        .unwrap();
+    let (status, body) = send(&app, search).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&"shop/shoe 1"), "{ids:?}");
+    let (status, body) = send(&app, delete("/gallery/shop%2Fshoe%201", Some(TOKEN))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Saved: a restart does not bring it back, and the id can be uploaded again.
+    let reopened = hetvis_indexer::Index::open_without_graph(&index_dir).unwrap();
+    assert!(!reopened.contains_id("shop/shoe 1"));
+    assert_eq!(reopened.live_len(), 50);
+    let (status, body) = send(&app, upload(&[("shop/shoe 1", &image)])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
