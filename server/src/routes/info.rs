@@ -25,7 +25,7 @@ const READY_FOR: Duration = Duration::from_secs(1);
 /// score per vector). 503 with the failing check otherwise. One check runs at a time, and its result answers
 /// every call for a second, so a flood of probes costs at most one check a second.
 #[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "ready: status, index_size, graph, graph_error?", body = Object),
+    (status = 200, description = "ready: status, index_size, removed_rows, graph, graph_error?", body = Object),
     (status = 503, description = "a check failed", body = ErrorBody),
 ), tag = "ops")]
 pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -58,11 +58,11 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
     }
     let v = query_vector.unwrap_or_default();
     let shared = state.clone();
-    let (size, hits) = tokio::task::spawn_blocking(move || {
+    let (size, removed, hits) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
         index
             .search(&v, 1, None)
-            .map(|h| (index.live_len(), h.len()))
+            .map(|h| (index.live_len(), index.removed_rows().len(), h.len()))
     })
     .await
     .map_err(|e| unavailable("index search", &e))?
@@ -74,6 +74,7 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
     let mut body = json!({
         "status": "ready",
         "index_size": size,
+        "removed_rows": removed,
         "graph": graph.label(),
     });
     // Searches still work (exact) without a graph, so a failed build is reported, not a 503.
@@ -87,9 +88,15 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
 #[utoipa::path(get, path = "/v1/info", responses((status = 200, description = "server description", body = Object)), tag = "ops")]
 pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
     let shared = state.clone();
-    let (size, dim, manifest) = tokio::task::spawn_blocking(move || {
+    let (size, removed, dim, manifest) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
-        (index.live_len(), index.dim(), index.manifest().clone())
+        let removed = index.removed_rows().len();
+        (
+            index.live_len(),
+            removed,
+            index.dim(),
+            index.manifest().clone(),
+        )
     })
     .await?;
     Ok(Json(json!({
@@ -101,6 +108,8 @@ pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::V
         },
         "index": {
             "size": size,
+            "removed_rows": removed,
+            "format_version": manifest.format_version,
             "dim": dim,
             "metric": manifest.metric,
             "compat_id": manifest.gallery.compat_id,

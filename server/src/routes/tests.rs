@@ -199,6 +199,11 @@ async fn a_removed_item_leaves_search_at_once_and_on_disk_and_needs_the_token() 
     assert!(!ids.contains(&"shop/shoe 1"), "{ids:?}");
     let (status, body) = send(&app, delete("/gallery/shop%2Fshoe%201", Some(TOKEN))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (_, ready) = send(&app, get("/readyz")).await;
+    assert_eq!(
+        (ready["index_size"].as_u64(), ready["removed_rows"].as_u64()),
+        (Some(50), Some(1))
+    );
 
     // Saved: a restart does not bring it back, and the id can be uploaded again.
     let reopened = hetvis_indexer::Index::open_without_graph(&index_dir).unwrap();
