@@ -392,6 +392,26 @@ impl Index {
         missing
     }
 
+    /// Undoes [`Index::remove`] of `id` (its latest removed row), for a caller whose save of the removal failed.
+    /// False when `id` is live or was never removed.
+    pub fn restore(&mut self, id: &str) -> bool {
+        if self.rows_by_id.contains_key(id) {
+            return false;
+        }
+        let Some(row) = self
+            .removed
+            .iter()
+            .rev()
+            .copied()
+            .find(|&row| self.records[row].id == id)
+        else {
+            return false;
+        };
+        self.removed.remove(&row);
+        self.rows_by_id.insert(id.to_owned(), row);
+        true
+    }
+
     /// The live items only, in row order, with a graph built anew over them: what a compaction writes.
     pub fn compacted(&self) -> Result<Self, IndexError> {
         let mut out = Self::new(

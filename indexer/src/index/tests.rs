@@ -498,6 +498,13 @@ fn removed_items_are_never_returned_persist_and_can_be_added_again() {
     assert_eq!((again.len(), again.live_len()), (3001, 2001));
     assert_eq!(again.row_of("a/0"), Some(3000));
 
+    // A removal whose save failed is undone.
+    let mut undo = again.clone_without_graph();
+    assert!(undo.remove(&["a/1".to_owned()]).is_empty());
+    assert!(undo.restore("a/1") && undo.contains_id("a/1"));
+    assert!(!undo.restore("a/1") && !undo.restore("never"));
+    assert_eq!(undo.live_len(), 2001);
+
     // Compaction keeps the live items only, in order, with a fresh graph.
     let compact = again.compacted().unwrap();
     assert_eq!((compact.len(), compact.live_len()), (2001, 2001));

@@ -253,8 +253,10 @@ pub async fn add(
     Ok((status, Json(response)))
 }
 
-/// Saves the index with the new rows, then lets the live index take them. One commit at a time; the
-/// admission permit is held until the save is over.
+/// Adds the new rows to the live index (searchable at once), then saves it, its graph included; a failed save
+/// takes them out again, so a reply never claims rows the disk does not hold. One commit at a time; the
+/// admission permit is held until the save is over. No copy of the index is made: saving reads the live one
+/// (searches go on meanwhile).
 async fn commit(
     state: SharedState,
     admitted: Admitted,
@@ -273,47 +275,57 @@ async fn commit(
             .into_iter()
             .zip(embedded.vectors.chunks_exact(dim))
             .collect();
-        // Stage on a copy; a retry that committed meanwhile shows up here as already present.
-        let mut staged = state.read_index().clone_without_graph();
+        // Checked again under the writer: a retry that committed meanwhile shows up as already present.
         let mut items = Vec::with_capacity(vectors.len());
-        for (u, v) in vectors {
-            match staged.row_of(&u.id) {
-                Some(row) if staged.records()[row].sha256.as_deref() == Some(u.sha256.as_str()) => {
-                    present.push(u.id);
-                    continue;
+        {
+            let live = state.read_index();
+            for (u, v) in vectors {
+                match live.row_of(&u.id) {
+                    Some(row)
+                        if live.records()[row].sha256.as_deref() == Some(u.sha256.as_str()) =>
+                    {
+                        present.push(u.id);
+                        continue;
+                    }
+                    Some(_) => {
+                        return Err(ApiError::Conflict(format!(
+                            "id {:?} is already in the index with another image",
+                            u.id
+                        )))
+                    }
+                    None => {}
                 }
-                Some(_) => {
-                    return Err(ApiError::Conflict(format!(
-                        "id {:?} is already in the index with another image",
-                        u.id
-                    )))
+                let mut record = Record::new(u.id.clone()).with_sha256(u.sha256.clone());
+                if let Some(l) = &u.label {
+                    record = record.with_label(l.clone());
                 }
-                None => {}
+                if let Some(store) = &state.image_store {
+                    let name = keep_image(store, &u.bytes, &u.sha256)?;
+                    record = record.with_meta(serde_json::json!({ "image": name }));
+                }
+                items.push((record, v.to_vec()));
             }
-            let mut record = Record::new(u.id.clone()).with_sha256(u.sha256.clone());
-            if let Some(l) = &u.label {
-                record = record.with_label(l.clone());
-            }
-            if let Some(store) = &state.image_store {
-                let name = keep_image(store, &u.bytes, &u.sha256)?;
-                record = record.with_meta(serde_json::json!({ "image": name }));
-            }
-            items.push((record, v.to_vec()));
         }
         let ids: Vec<String> = items.iter().map(|(r, _)| r.id.clone()).collect();
         let n = items.len();
         let mut durable = true;
         if n > 0 {
-            staged.add(items.clone()).map_err(index_error)?;
-            if let Durability::NotDurable(why) = staged.save(lock).map_err(index_error)? {
-                tracing::warn!(reason = %why, "gallery addition committed but not durable");
-                durable = false;
+            state.write_index().add(items).map_err(index_error)?;
+            let saved = state.read_index().save(lock);
+            match saved {
+                Ok(Durability::Durable) => {}
+                Ok(Durability::NotDurable(why)) => {
+                    tracing::warn!(reason = %why, "gallery addition committed but not durable");
+                    durable = false;
+                }
+                Err(e) => {
+                    state.write_index().remove(&ids);
+                    return Err(index_error(e));
+                }
             }
-            drop(staged);
-            let mut live = state.write_index();
-            live.add(items).map_err(index_error)?;
+            let live = state.read_index();
             state.metrics.index_size.set(live.live_len() as i64);
-            tracing::info!(added = n, size = live.len(), "gallery images added");
+            tracing::info!(added = n, size = live.live_len(), "gallery images added");
         }
         Ok(AddResponse {
             added: n,

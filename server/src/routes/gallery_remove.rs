@@ -72,8 +72,8 @@ pub async fn remove(
     Ok(Json(task.await.map_err(ApiError::from)??))
 }
 
-/// Saves the index without the item, then takes it out of the live index. One commit at a time (a removal has
-/// no body, so it needs no admission permit; the writer mutex orders it with additions).
+/// Takes the item out of the live index, then saves it. One commit at a time (a removal has no body, so it needs
+/// no admission permit; the writer mutex orders it with additions).
 async fn commit(state: SharedState, id: String) -> Result<RemoveResponse, ApiError> {
     let writer = state.writer.clone().lock_owned().await;
     tokio::task::spawn_blocking(move || {
@@ -84,24 +84,24 @@ async fn commit(state: SharedState, id: String) -> Result<RemoveResponse, ApiErr
                     .into(),
             )
         })?;
-        let mut staged = state.read_index().clone_without_graph();
         // Checked again under the writer: a concurrent removal may have taken it.
-        if !staged.remove(std::slice::from_ref(&id)).is_empty() {
+        if !state.write_index().remove(std::slice::from_ref(&id)).is_empty() {
             return Err(ApiError::NotFound(format!("no gallery item {id:?}")));
         }
-        let durable = match staged
-            .save(lock)
-            .map_err(|e| ApiError::Internal(format!("saving the index: {e}")))?
-        {
-            Durability::Durable => true,
-            Durability::NotDurable(why) => {
+        // Saved from the live index, graph included; a failed save puts the item back.
+        let saved = state.read_index().save(lock);
+        let durable = match saved {
+            Ok(Durability::Durable) => true,
+            Ok(Durability::NotDurable(why)) => {
                 tracing::warn!(reason = %why, "gallery removal committed but not durable");
                 false
             }
+            Err(e) => {
+                state.write_index().restore(&id);
+                return Err(ApiError::Internal(format!("saving the index: {e}")));
+            }
         };
-        drop(staged);
-        let mut live = state.write_index();
-        live.remove(std::slice::from_ref(&id));
+        let live = state.read_index();
         state.metrics.index_size.set(live.live_len() as i64);
         tracing::info!(id = %id, size = live.live_len(), "gallery item removed");
         Ok(RemoveResponse {

@@ -129,8 +129,10 @@ async fn a_retried_upload_is_a_success_and_other_bytes_under_a_taken_id_a_confli
     assert_eq!(body["ids"], serde_json::json!(["new/b"]));
     assert_eq!(body["already_present"], serde_json::json!(["new/a"]));
     assert_eq!(body["index_size"], 52);
-    // The content hashes are saved with the records, so a restart keeps recognising retries.
+    // The content hashes are saved with the records, so a restart keeps recognising retries; the graph is
+    // saved with them, so a restart loads it rather than rebuilding it.
     let reopened = hetvis_indexer::Index::open_without_graph(&index_dir).unwrap();
+    assert_eq!(reopened.load_or_build_graph().unwrap().1, "loaded");
     let row = reopened.row_of("new/a").unwrap();
     assert_eq!(
         reopened.records()[row].sha256.as_deref(),
