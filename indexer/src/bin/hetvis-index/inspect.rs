@@ -115,7 +115,7 @@ pub fn verify(
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{} vectors; files verified and graph rebuilt in {open_seconds:.2} s",
+            "{} vectors; opened (files verified, HNSW graph loaded or rebuilt) in {open_seconds:.2} s",
             index.len()
         );
     }
