@@ -94,6 +94,40 @@ impl Operations {
     }
 }
 
+/// Runs a gallery change as an operation of its own: it finishes whatever happens to the request (past the
+/// deadline the timeout answers 202 with the id set in `slot`, rather than 503), and its outcome is recorded by
+/// the task, not the request, for `GET /operations/{id}`.
+pub async fn run_as_operation<T, F>(
+    state: &crate::state::SharedState,
+    slot: &crate::work::CommitSlot,
+    change: F,
+) -> Result<T, crate::error::ApiError>
+where
+    T: Serialize + Send + 'static,
+    F: std::future::Future<Output = Result<T, crate::error::ApiError>> + Send + 'static,
+{
+    let operation = state.operations.start();
+    slot.set(&operation);
+    let shared = state.clone();
+    let task = tokio::spawn(async move {
+        let result = change.await;
+        shared.operations.finish(
+            &operation,
+            match &result {
+                Ok(r) => OperationState::Committed {
+                    result: serde_json::to_value(r).unwrap_or_default(),
+                },
+                Err(e) => OperationState::Failed {
+                    status: e.status().as_u16(),
+                    error: e.to_string(),
+                },
+            },
+        );
+        result
+    });
+    task.await.map_err(crate::error::ApiError::from)?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

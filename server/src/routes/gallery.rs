@@ -26,7 +26,7 @@ use crate::auth;
 use crate::embed_pool::Embedded;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::{Accepted, GalleryUpload};
-use crate::operations::OperationState;
+use crate::operations::{self, OperationState};
 use crate::state::SharedState;
 use crate::work::{Admitted, CommitSlot};
 
@@ -223,28 +223,12 @@ pub async fn add(
 
     // From here the change is made whatever happens to this request: it runs as a task of its own, and the
     // timeout answers 202 with the operation's id rather than 503.
-    let operation = state.operations.start();
-    slot.set(&operation);
-    let shared = state.clone();
-    let task = tokio::spawn(async move {
-        let result = commit(shared.clone(), admitted, fresh, present, embedded).await;
-        // Recorded by the task, not the request: a request that timed out no longer runs.
-        shared.operations.finish(
-            &operation,
-            match &result {
-                Ok(r) => OperationState::Committed {
-                    result: serde_json::to_value(r).unwrap_or_default(),
-                },
-                Err(e) => OperationState::Failed {
-                    status: e.status().as_u16(),
-                    error: e.to_string(),
-                },
-            },
-        );
-        result
-    });
-    let result = task.await.map_err(ApiError::from).and_then(|r| r);
-    let response = result?;
+    let response = operations::run_as_operation(
+        &state,
+        &slot,
+        commit(state.clone(), admitted, fresh, present, embedded),
+    )
+    .await?;
     let status = if response.added > 0 {
         StatusCode::CREATED
     } else {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::auth;
 use crate::error::{ApiError, ErrorBody};
 use crate::openapi::Accepted;
-use crate::operations::OperationState;
+use crate::operations::run_as_operation;
 use crate::state::SharedState;
 use crate::work::CommitSlot;
 
@@ -50,26 +50,8 @@ pub async fn remove(
     if !state.read_index().contains_id(&id) {
         return Err(ApiError::NotFound(format!("no gallery item {id:?}")));
     }
-    let operation = state.operations.start();
-    slot.set(&operation);
-    let shared = state.clone();
-    let task = tokio::spawn(async move {
-        let result = commit(shared.clone(), id).await;
-        shared.operations.finish(
-            &operation,
-            match &result {
-                Ok(r) => OperationState::Committed {
-                    result: serde_json::to_value(r).unwrap_or_default(),
-                },
-                Err(e) => OperationState::Failed {
-                    status: e.status().as_u16(),
-                    error: e.to_string(),
-                },
-            },
-        );
-        result
-    });
-    Ok(Json(task.await.map_err(ApiError::from)??))
+    let removed = run_as_operation(&state, &slot, commit(state.clone(), id)).await?;
+    Ok(Json(removed))
 }
 
 /// Takes the item out of the live index, then saves it. One commit at a time (a removal has no body, so it needs
