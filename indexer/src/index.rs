@@ -12,6 +12,7 @@ use crate::graph::Graph;
 use crate::manifest::{GalleryModel, IndexManifest};
 use crate::params::{HnswParams, EXACT_SEARCH_MAX_LEN};
 use crate::record::Record;
+use crate::wal::{self, Change, LogStats};
 use crate::{atomic_dir, compat, store, vector};
 
 /// One search result.
@@ -36,10 +37,12 @@ pub enum SearchMode {
 /// A gallery index held in memory. Searching takes `&self` and is safe from many threads at once; adding takes
 /// `&mut self` (wrap it in a lock to do both).
 ///
-/// The HNSW graph is not stored on disk but rebuilt from the vectors, which takes a while for a large gallery.
-/// [`Index::open`] waits for it; a server that wants to answer at once opens with
-/// [`Index::open_without_graph`] (searches are exact meanwhile), builds with [`Index::build_graph`] (`&self`,
-/// so searches continue) and swaps the graph in with [`Index::install_graph`].
+/// On disk an index is a directory of checksummed files (vectors, records, the HNSW graph) written whole by
+/// [`Index::save`], plus a write-ahead log ([`crate::wal`]) of the changes since: [`Index::add_logged`] and
+/// [`Index::remove_logged`] append to it, and a save folds it in. [`Index::open`] loads the stored graph (or
+/// rebuilds one for an index that stores none) and replays the log; a server that wants to answer at once opens
+/// with [`Index::open_without_graph`] (searches are exact meanwhile), gets a graph with
+/// [`Index::load_or_build_graph`] (`&self`, so searches continue) and swaps it in with [`Index::install_graph`].
 pub struct Index {
     manifest: IndexManifest,
     records: Vec<Record>,
@@ -52,6 +55,24 @@ pub struct Index {
     /// Rows of removed items: their vectors stay (the graph routes through them) until [`Index::compacted`],
     /// but no search returns them and their ids are free again.
     removed: BTreeSet<usize>,
+    /// The saved files this index extends (`None` until it is first saved), which its log's header names.
+    base: Option<wal::Base>,
+    /// Rows held by the saved files; rows past it came from the log.
+    base_rows: usize,
+    /// The log of changes since the save.
+    log: LogStats,
+}
+
+/// What [`Index::save`] wrote: hand it to [`Index::rebase`] when the index lives on, so that its later changes
+/// are logged against the new files.
+#[derive(Debug)]
+#[must_use]
+pub struct Saved {
+    pub durability: Durability,
+    base: wal::Base,
+    rows: usize,
+    dir: PathBuf,
+    with_graph: bool,
 }
 
 impl std::fmt::Debug for Index {
@@ -82,6 +103,9 @@ impl Index {
             graph: Some(graph),
             stored_graph: None,
             removed: BTreeSet::new(),
+            base: None,
+            base_rows: 0,
+            log: LogStats::default(),
         })
     }
 
@@ -119,27 +143,28 @@ impl Index {
         Ok((self.build_graph()?, "rebuilt"))
     }
 
-    /// The graph stored with the opened directory, when it has one that covers every vector.
+    /// The graph stored with the opened directory, when it has one; it covers the stored rows, and
+    /// [`Index::install_graph`] inserts those added by the log.
     pub fn load_stored_graph(&self) -> Option<Result<Graph, IndexError>> {
         let dir = self.stored_graph.as_deref()?;
         Some(Graph::load(dir).and_then(|g| {
-            if g.len() == self.len() {
+            if g.len() == self.base_rows {
                 Ok(g)
             } else {
                 Err(IndexError::corrupt(
                     dir.join(crate::graph::GRAPH_FILES[0]),
                     format!(
-                        "the graph holds {} points for {} vectors",
+                        "the graph holds {} points for {} stored vectors",
                         g.len(),
-                        self.len()
+                        self.base_rows
                     ),
                 ))
             }
         }))
     }
 
-    /// Loads and verifies an index directory like [`Index::open`] but builds no graph: every search is exact
-    /// until [`Index::install_graph`].
+    /// Loads and verifies an index directory like [`Index::open`], replaying its log, but loads no graph: every
+    /// search is exact until [`Index::install_graph`].
     pub fn open_without_graph(dir: &Path) -> Result<Self, IndexError> {
         let stored = store::read_verified(dir)?;
         let stored_graph = stored.has_stored_graph().then(|| stored.dir.clone());
@@ -150,7 +175,13 @@ impl Index {
             .filter(|(row, _)| !stored.removed.contains(row))
             .map(|(row, r)| (r.id.clone(), row))
             .collect();
-        Ok(Self {
+        let base = wal::Base {
+            manifest_sha256: stored.manifest_sha256,
+            dim: stored.manifest.dim,
+        };
+        let replay = wal::read(&stored.dir, &base)?;
+        let mut index = Self {
+            base_rows: stored.records.len(),
             manifest: stored.manifest,
             records: stored.records,
             rows_by_id,
@@ -158,7 +189,28 @@ impl Index {
             graph: None,
             stored_graph,
             removed: stored.removed,
-        })
+            base: Some(base),
+            log: LogStats::default(),
+        };
+        let log_path = wal::path(&stored.dir);
+        for (i, change) in replay.changes.iter().enumerate() {
+            index.check_replayed(change).map_err(|e| {
+                IndexError::corrupt(&log_path, format!("change {} does not apply: {e}", i + 1))
+            })?;
+            index.apply(change);
+            index.log.record(change, 0);
+        }
+        index.log.bytes = replay.valid_len;
+        if index.log.changes > 0 {
+            tracing::info!(
+                log = %log_path.display(),
+                changes = index.log.changes,
+                added = index.log.added,
+                removed = index.log.removed,
+                "replayed the write-ahead log"
+            );
+        }
+        Ok(index)
     }
 
     /// Builds an HNSW graph over the current vectors (in parallel), for [`Index::install_graph`].
@@ -191,6 +243,9 @@ impl Index {
             graph: None,
             stored_graph: self.stored_graph.clone(),
             removed: self.removed.clone(),
+            base: self.base.clone(),
+            base_rows: self.base_rows,
+            log: self.log,
         }
     }
 
@@ -199,9 +254,10 @@ impl Index {
         self.graph.is_some()
     }
 
-    /// Writes the index to the locked directory atomically: a crash at any point leaves the previous index
-    /// loadable. `NotDurable` when the new version is in place but its final fsync failed.
-    pub fn save(&self, lock: &WriterLock) -> Result<Durability, IndexError> {
+    /// Writes the whole index to the locked directory atomically, its log folded in (the new directory has
+    /// none): a crash at any point leaves the previous index loadable. `NotDurable` when the new version is in
+    /// place but its final fsync failed. An index that goes on changing takes the result to [`Index::rebase`].
+    pub fn save(&self, lock: &WriterLock) -> Result<Saved, IndexError> {
         self.save_with_extras(lock, &[])
     }
 
@@ -209,7 +265,7 @@ impl Index {
     /// that opened the index to change it takes the lock before opening, or the save may drop another writer's
     /// changes.
     pub fn save_exclusive(&self, dir: &Path) -> Result<Durability, IndexError> {
-        self.save(&WriterLock::acquire(dir)?)
+        Ok(self.save(&WriterLock::acquire(dir)?)?.durability)
     }
 
     /// [`Self::save`], plus extra files (name, bytes) such as an errors report, outside the checksummed set.
@@ -217,11 +273,12 @@ impl Index {
         &self,
         lock: &WriterLock,
         extras: &[(&str, &[u8])],
-    ) -> Result<Durability, IndexError> {
-        atomic_dir::replace_dir(lock, |tmp| {
-            // A graph still catching up with added rows is left out; the next open rebuilds it.
-            let graph = self.graph.as_ref().filter(|g| g.len() == self.len());
-            store::write_into(
+    ) -> Result<Saved, IndexError> {
+        // A graph still catching up with added rows is left out; the next open rebuilds it.
+        let graph = self.graph.as_ref().filter(|g| g.len() == self.len());
+        let mut manifest_sha256 = [0; 32];
+        let durability = atomic_dir::replace_dir(lock, |tmp| {
+            manifest_sha256 = store::write_into(
                 tmp,
                 &self.manifest,
                 &self.records,
@@ -229,42 +286,230 @@ impl Index {
                 &self.removed,
                 graph,
                 extras,
-            )
+            )?;
+            Ok(())
+        })?;
+        Ok(Saved {
+            durability,
+            base: wal::Base {
+                manifest_sha256,
+                dim: self.dim(),
+            },
+            rows: self.len(),
+            dir: lock.target().to_owned(),
+            with_graph: graph.is_some(),
         })
     }
 
-    /// Adds vectors with their records, all or nothing: every vector is checked (dimension, finite, non-zero)
-    /// and every id for uniqueness before any is inserted. Vectors are stored L2-normalised.
-    pub fn add(&mut self, items: Vec<(Record, Vec<f32>)>) -> Result<(), IndexError> {
-        let mut fresh = std::collections::HashSet::with_capacity(items.len());
-        let mut unit = Vec::with_capacity(items.len() * self.dim());
-        for (record, v) in &items {
-            if self.rows_by_id.contains_key(&record.id) || !fresh.insert(record.id.as_str()) {
-                return Err(IndexError::DuplicateId(record.id.clone()));
-            }
-            let n =
-                vector::normalised(v, self.dim()).map_err(|problem| IndexError::InvalidVector {
+    /// Takes a save of this index (with no change since) as the files its later changes extend: the log starts
+    /// empty in the new directory.
+    pub fn rebase(&mut self, saved: Saved) -> Result<(), IndexError> {
+        if saved.rows != self.len() {
+            return Err(IndexError::InvalidParams(format!(
+                "the save holds {} rows but the index {}: it changed after saving",
+                saved.rows,
+                self.len()
+            )));
+        }
+        self.base = Some(saved.base);
+        self.base_rows = saved.rows;
+        self.log = LogStats::default();
+        self.stored_graph = saved.with_graph.then_some(saved.dir);
+        Ok(())
+    }
+
+    /// Checks additions (dimension, finite, non-zero vectors; ids new and unique) and normalises their vectors:
+    /// the change [`Index::add`] and [`Index::add_logged`] apply. Nothing changes yet.
+    pub fn prepare_add(&self, items: Vec<(Record, Vec<f32>)>) -> Result<Change, IndexError> {
+        self.check_new_ids(items.iter().map(|(r, _)| r.id.as_str()))?;
+        let mut out = Vec::with_capacity(items.len());
+        for (record, v) in items {
+            let unit = vector::normalised(&v, self.dim()).map_err(|problem| {
+                IndexError::InvalidVector {
                     what: format!("id {:?}", record.id),
                     problem,
-                })?;
-            unit.extend_from_slice(&n);
+                }
+            })?;
+            out.push((record, unit));
         }
-        let first = self.len();
-        if first == 0 && self.graph.is_some() {
-            // Size the graph's tables for the whole first batch.
-            self.graph = Some(Graph::new(&self.manifest.hnsw, items.len())?);
+        Ok(Change::Add(out))
+    }
+
+    fn check_new_ids<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Result<(), IndexError> {
+        let mut fresh = std::collections::HashSet::new();
+        for id in ids {
+            if self.rows_by_id.contains_key(id) || !fresh.insert(id) {
+                return Err(IndexError::DuplicateId(id.to_owned()));
+            }
         }
-        for (row, (record, _)) in items.into_iter().enumerate() {
-            self.rows_by_id.insert(record.id.clone(), first + row);
-            self.records.push(record);
+        Ok(())
+    }
+
+    /// The removal of those of `ids` that are live, and the ids that are not (nothing to remove for them).
+    pub fn prepare_remove(&self, ids: &[String]) -> (Change, Vec<String>) {
+        let mut seen = std::collections::HashSet::new();
+        let (live, missing): (Vec<String>, Vec<String>) = ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .partition(|id| self.rows_by_id.contains_key(id));
+        (Change::Remove(live), missing)
+    }
+
+    /// Checks a change read back from the log as it was checked before it was logged.
+    fn check_replayed(&self, change: &Change) -> Result<(), String> {
+        match change {
+            Change::Add(items) => {
+                for (record, v) in items {
+                    let norm = vector::dot(v, v).sqrt();
+                    if v.len() != self.dim() || !norm.is_finite() || (norm - 1.0).abs() > 1e-3 {
+                        return Err(format!("id {:?} has a vector of norm {norm}", record.id));
+                    }
+                }
+                self.check_new_ids(items.iter().map(|(r, _)| r.id.as_str()))
+                    .map_err(|e| e.to_string())
+            }
+            Change::Remove(ids) => {
+                let mut seen = std::collections::HashSet::new();
+                match ids
+                    .iter()
+                    .find(|id| !self.rows_by_id.contains_key(*id) || !seen.insert(id.as_str()))
+                {
+                    Some(id) => Err(format!("id {id:?} is not in the index")),
+                    None => Ok(()),
+                }
+            }
         }
-        for v in unit.chunks_exact(self.dim()) {
-            self.vectors.push(v);
+    }
+
+    /// Applies a checked change to the rows in memory (and the graph, when there is one).
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Add(items) => {
+                let first = self.len();
+                if first == 0 && self.graph.is_some() {
+                    // Size the graph's tables for the whole first batch.
+                    self.graph = Graph::new(&self.manifest.hnsw, items.len()).ok();
+                }
+                for (row, (record, v)) in items.iter().enumerate() {
+                    self.rows_by_id.insert(record.id.clone(), first + row);
+                    self.records.push(record.clone());
+                    self.vectors.push(v);
+                }
+                if let Some(graph) = &self.graph {
+                    graph.insert(&self.vectors, first..self.vectors.len());
+                }
+                self.manifest.count = self.records.len();
+            }
+            Change::Remove(ids) => {
+                for id in ids {
+                    if let Some(row) = self.rows_by_id.remove(id) {
+                        self.removed.insert(row);
+                    }
+                }
+            }
         }
-        if let Some(graph) = &self.graph {
-            graph.insert(&self.vectors, first..self.vectors.len());
+    }
+
+    /// Appends a prepared change to the log of the locked directory and fsyncs it, without applying it: a
+    /// server does this under a read lock (searches go on) and then [`Index::apply_logged`] under a write lock.
+    /// Its writer lock serialises changes, so nothing else changes the index in between. Returns the log's new
+    /// length.
+    pub fn log_change(&self, lock: &WriterLock, change: &Change) -> Result<u64, IndexError> {
+        let base = self.base.as_ref().ok_or_else(|| {
+            IndexError::InvalidParams(
+                "the index has never been saved: save it before logging changes".into(),
+            )
+        })?;
+        let dir = lock.target();
+        if self.log.bytes == 0 {
+            // A new log names the files it extends: they must be those on disk now.
+            let (on_disk, _) =
+                crate::checksum::sha256_file(&dir.join(crate::manifest::MANIFEST_FILE))?;
+            if on_disk != hex::encode(base.manifest_sha256) {
+                return Err(IndexError::InvalidParams(format!(
+                    "{} was saved by someone else since this index was opened; reopen it",
+                    dir.display()
+                )));
+            }
         }
-        self.manifest.count = self.records.len();
+        wal::append(dir, base, self.log.bytes, change)
+    }
+
+    /// Applies a change that [`Index::log_change`] logged (the log's new length is its result).
+    pub fn apply_logged(&mut self, change: &Change, log_len: u64) {
+        self.apply(change);
+        self.log.record(change, log_len);
+    }
+
+    /// Adds items durably: checked, logged and fsynced, then searchable. Returns the bytes appended.
+    pub fn add_logged(
+        &mut self,
+        lock: &WriterLock,
+        items: Vec<(Record, Vec<f32>)>,
+    ) -> Result<u64, IndexError> {
+        let change = self.prepare_add(items)?;
+        self.commit(lock, &change)
+    }
+
+    /// Removes the live ones of `ids` durably; returns the ids that were not live and the bytes appended.
+    pub fn remove_logged(
+        &mut self,
+        lock: &WriterLock,
+        ids: &[String],
+    ) -> Result<(Vec<String>, u64), IndexError> {
+        let (change, missing) = self.prepare_remove(ids);
+        let bytes = if change.is_empty() {
+            0
+        } else {
+            self.commit(lock, &change)?
+        };
+        Ok((missing, bytes))
+    }
+
+    fn commit(&mut self, lock: &WriterLock, change: &Change) -> Result<u64, IndexError> {
+        let before = self.log.bytes;
+        let len = self.log_change(lock, change)?;
+        self.apply_logged(change, len);
+        Ok(len - before)
+    }
+
+    /// The changes logged in the locked directory since this index's save, in order (all of them, even those
+    /// made after this index was opened or copied): what a compaction built from a snapshot catches up with.
+    pub fn logged_changes(&self, lock: &WriterLock) -> Result<Vec<Change>, IndexError> {
+        match &self.base {
+            Some(base) => Ok(wal::read(lock.target(), base)?.changes),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Applies changes in memory only (checked as on replay), for an index that is saved next.
+    pub fn catch_up(&mut self, changes: &[Change]) -> Result<(), IndexError> {
+        for (i, change) in changes.iter().enumerate() {
+            self.check_replayed(change).map_err(|e| {
+                IndexError::InvalidParams(format!("change {} does not apply: {e}", i + 1))
+            })?;
+            self.apply(change);
+        }
+        Ok(())
+    }
+
+    /// The write-ahead log's size and what it holds.
+    pub fn log_stats(&self) -> LogStats {
+        self.log
+    }
+
+    /// Rows held by the saved files (the rest came from the log).
+    pub fn base_rows(&self) -> usize {
+        self.base_rows
+    }
+
+    /// Adds vectors with their records in memory only (a build; [`Index::save`] writes them), all or nothing:
+    /// every vector is checked (dimension, finite, non-zero) and every id for uniqueness before any is inserted.
+    /// Vectors are stored L2-normalised. [`Index::add_logged`] adds to a saved index durably.
+    pub fn add(&mut self, items: Vec<(Record, Vec<f32>)>) -> Result<(), IndexError> {
+        let change = self.prepare_add(items)?;
+        self.apply(&change);
         Ok(())
     }
 
@@ -378,7 +623,8 @@ impl Index {
     }
 
     /// Removes items by id: no search returns them again and their ids may be added anew. Their rows stay until
-    /// [`Index::compacted`]. Returns the ids that were not in the index (nothing else changes for them).
+    /// [`Index::compacted`]. In memory only: [`Index::remove_logged`] removes from a saved index durably. Returns
+    /// the ids that were not in the index (nothing else changes for them).
     pub fn remove(&mut self, ids: &[String]) -> Vec<String> {
         let mut missing = Vec::new();
         for id in ids {
@@ -390,26 +636,6 @@ impl Index {
             }
         }
         missing
-    }
-
-    /// Undoes [`Index::remove`] of `id` (its latest removed row), for a caller whose save of the removal failed.
-    /// False when `id` is live or was never removed.
-    pub fn restore(&mut self, id: &str) -> bool {
-        if self.rows_by_id.contains_key(id) {
-            return false;
-        }
-        let Some(row) = self
-            .removed
-            .iter()
-            .rev()
-            .copied()
-            .find(|&row| self.records[row].id == id)
-        else {
-            return false;
-        };
-        self.removed.remove(&row);
-        self.rows_by_id.insert(id.to_owned(), row);
-        true
     }
 
     /// The live items only, in row order, with a graph built anew over them: what a compaction writes.

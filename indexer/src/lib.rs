@@ -1,11 +1,13 @@
 //! `hetvis-indexer`: embeds a gallery with the gallery model and keeps a persistent nearest-neighbour index.
 //!
-//! [`Index`] is the library the server uses: open (verified), search (HNSW or exact), add, save atomically.
+//! [`Index`] is the library the server uses: open (verified), search (HNSW or exact), add and remove through a
+//! write-ahead log ([`wal`]), save atomically ([`atomic_dir`]), compact ([`compaction`]).
 //! [`pipeline`] embeds image folders, JSONL manifests and Fashion-MNIST in bulk; [`recall`] measures HNSW
 //! against exact search.
 
 pub mod atomic_dir;
 pub mod checksum;
+pub mod compaction;
 pub mod compat;
 pub mod error;
 pub mod flat;
@@ -21,10 +23,12 @@ pub mod store;
 #[cfg(test)]
 mod test_model;
 pub mod vector;
+pub mod wal;
 
 pub use atomic_dir::{Durability, WriterLock};
+pub use compaction::{Compaction, CompactionPolicy};
 pub use error::IndexError;
-pub use index::{Hit, Index, SearchMode};
+pub use index::{Hit, Index, Saved, SearchMode};
 pub use manifest::{GalleryModel, IndexManifest};
 pub use params::HnswParams;
 pub use record::Record;

@@ -31,6 +31,8 @@ pub struct StoredIndex {
     pub dir: std::path::PathBuf,
     /// Rows of removed items: kept until a compaction, never returned by a search.
     pub removed: BTreeSet<usize>,
+    /// sha256 of `manifest.json`: what a write-ahead log extending these files names in its header.
+    pub manifest_sha256: [u8; 32],
 }
 
 impl StoredIndex {
@@ -80,7 +82,7 @@ fn write_file(
 }
 
 /// Writes vectors, records, the graph when given (it must cover every vector), `extras` (name, bytes) and
-/// finally the manifest into the empty directory `dir`.
+/// finally the manifest into the empty directory `dir`. Returns the manifest's sha256.
 pub fn write_into(
     dir: &Path,
     manifest: &IndexManifest,
@@ -89,7 +91,7 @@ pub fn write_into(
     removed: &BTreeSet<usize>,
     graph: Option<&Graph>,
     extras: &[(&str, &[u8])],
-) -> Result<(), IndexError> {
+) -> Result<[u8; 32], IndexError> {
     let mut manifest = manifest.clone();
     manifest.format_version = FORMAT_VERSION;
     manifest.count = records.len();
@@ -141,7 +143,7 @@ pub fn write_into(
     for (name, bytes) in extras {
         let reserved = DATA_FILES.contains(name)
             || GRAPH_FILES.contains(name)
-            || [MANIFEST_FILE, REMOVED_FILE].contains(name);
+            || [MANIFEST_FILE, REMOVED_FILE, crate::wal::WAL_FILE].contains(name);
         if reserved || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(IndexError::InvalidParams(format!(
                 "cannot store an extra file named {name:?}"
@@ -155,11 +157,16 @@ pub fn write_into(
         source: std::io::Error::other(e),
     })?;
     write_file(dir, MANIFEST_FILE, |w| w.write(&json))?;
-    Ok(())
+    Ok(Sha256::digest(&json).into())
 }
 
 /// Reads and checks the manifest only: no data file is opened.
 pub fn read_manifest(dir: &Path) -> Result<IndexManifest, IndexError> {
+    read_manifest_and_sha256(dir).map(|(m, _)| m)
+}
+
+/// [`read_manifest`], and the sha256 of the bytes it was parsed from.
+fn read_manifest_and_sha256(dir: &Path) -> Result<(IndexManifest, [u8; 32]), IndexError> {
     let path = dir.join(MANIFEST_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -221,7 +228,7 @@ pub fn read_manifest(dir: &Path) -> Result<IndexManifest, IndexError> {
             m.count, m.dim, m.files[VECTORS_FILE].bytes
         )));
     }
-    Ok(m)
+    Ok((m, Sha256::digest(text.as_bytes()).into()))
 }
 
 /// Checks a file's size and checksum against the manifest without keeping its bytes.
@@ -359,7 +366,7 @@ fn read_dir_verified(target: &Path, dir: &Path) -> Result<StoredIndex, IndexErro
             path: target.to_owned(),
         });
     }
-    let manifest = read_manifest(dir)?;
+    let (manifest, manifest_sha256) = read_manifest_and_sha256(dir)?;
     let vectors_bytes = read_checked(dir, VECTORS_FILE, &manifest.files[VECTORS_FILE])?;
     let vectors = parse_vectors(&dir.join(VECTORS_FILE), &vectors_bytes, manifest.dim)?;
     drop(vectors_bytes);
@@ -388,5 +395,6 @@ fn read_dir_verified(target: &Path, dir: &Path) -> Result<StoredIndex, IndexErro
         vectors,
         dir: dir.to_owned(),
         removed,
+        manifest_sha256,
     })
 }

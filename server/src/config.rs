@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use hetvis_indexer::CompactionPolicy;
 use hetvis_models::preprocess::ImageLimits;
 use hetvis_models::runtime::{Device, OptLevel, SessionConfig};
 
@@ -88,12 +89,27 @@ pub struct ServerConfig {
     /// Largest `ef` a search may ask for.
     #[arg(long, env = "HETVIS_MAX_EF", default_value_t = 4096, value_parser = positive)]
     pub max_ef: usize,
+    /// Fold the index's write-ahead log into its stored files (in the background) once it holds this many
+    /// changed items, or 5% of the stored rows if that is more.
+    #[arg(long, env = "HETVIS_COMPACT_LOG_ITEMS", default_value_t = CompactionPolicy::default().min_log_items, value_parser = clap::value_parser!(u64).range(1..))]
+    pub compact_log_items: u64,
+    /// Reclaim removed rows (a compaction that builds the graph anew) once they are this share of all rows.
+    #[arg(long, env = "HETVIS_COMPACT_RECLAIM_RATIO", default_value_t = CompactionPolicy::default().reclaim_ratio, value_parser = ratio)]
+    pub compact_reclaim_ratio: f64,
     /// Testing aid: sleep this long before every forward pass, to make overload reproducible.
     #[arg(long, env = "HETVIS_EMBED_DELAY_MS", default_value_t = 0, hide = true)]
     pub embed_delay_ms: u64,
 }
 
 impl ServerConfig {
+    pub fn compaction_policy(&self) -> CompactionPolicy {
+        CompactionPolicy {
+            min_log_items: self.compact_log_items,
+            reclaim_ratio: self.compact_reclaim_ratio,
+            ..CompactionPolicy::default()
+        }
+    }
+
     pub fn session(&self) -> SessionConfig {
         SessionConfig {
             device: self.device,
@@ -136,6 +152,13 @@ fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if v > 0 => Ok(v),
         _ => Err(format!("{s:?} is not a positive integer")),
+    }
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a share in (0, 1]")),
     }
 }
 

@@ -4,6 +4,7 @@
 //! workers ([`embed_pool`]); [`routes::router`] serves search, gallery uploads, info, health and metrics.
 
 pub mod auth;
+pub mod compaction;
 pub mod config;
 pub mod dataset_images;
 pub mod embed_pool;

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub index_size: IntGauge,
     /// 1 once the HNSW graph is installed (searches are exact before).
     pub graph_ready: IntGauge,
+    /// Bytes of the index's write-ahead log (changes since the last compaction).
+    pub log_bytes: IntGauge,
+    /// `hetvis_index_compactions_total{kind, outcome}`.
+    pub compactions: IntCounterVec,
     batch_size: HistogramVec,
     queue_depth: IntGaugeVec,
 }
@@ -63,6 +67,17 @@ impl Metrics {
             "index_graph_ready",
             "1 when the HNSW graph is installed, 0 while searches are exact",
         )?;
+        let log_bytes = IntGauge::new(
+            "index_log_bytes",
+            "Bytes of the index's write-ahead log: changes not yet folded into the stored files",
+        )?;
+        let compactions = IntCounterVec::new(
+            Opts::new(
+                "index_compactions_total",
+                "Background compactions of the index by kind (fold, reclaim) and outcome (ok, failed)",
+            ),
+            &["kind", "outcome"],
+        )?;
         let batch_size = HistogramVec::new(
             HistogramOpts::new("embed_batch_size", "Images per forward pass")
                 .buckets(exponential_buckets(1.0, 2.0, 11)?),
@@ -77,6 +92,8 @@ impl Metrics {
         registry.register(Box::new(stages.clone()))?;
         registry.register(Box::new(index_size.clone()))?;
         registry.register(Box::new(graph_ready.clone()))?;
+        registry.register(Box::new(log_bytes.clone()))?;
+        registry.register(Box::new(compactions.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
         Ok(Self {
@@ -86,6 +103,8 @@ impl Metrics {
             stages,
             index_size,
             graph_ready,
+            log_bytes,
+            compactions,
             batch_size,
             queue_depth,
         })

@@ -131,6 +131,7 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
         gallery_root: config.gallery_root.clone(),
         fashion_mnist: config.fashion_mnist.clone(),
         writer_lock,
+        compaction_policy: config.compaction_policy(),
     })))
 }
 
@@ -211,7 +212,11 @@ pub fn build_graph_in_background(state: &SharedState) {
         let (graph, how) = snapshot.load_or_build_graph()?;
         tracing::info!(points = graph.len(), "{how} the HNSW graph");
         drop(snapshot);
-        shared.write_index().install_graph(graph)
+        shared.write_index().install_graph(graph)?;
+        // A log left long by the last run is folded once the graph can be stored with it.
+        shared.set_graph_state(GraphState::Ready);
+        crate::compaction::start_if_due(shared);
+        Ok(())
     });
 }
 

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hetvis_indexer::{Index, WriterLock};
+use hetvis_indexer::{CompactionPolicy, Index, WriterLock};
 use hetvis_models::manifest::{ModelManifest, Role};
 use hetvis_models::preprocess::{ImageLimits, Preprocessing};
 use hetvis_models::runtime::Provider;
 use serde::Serialize;
 
+use crate::compaction::CompactionStatus;
 use crate::dataset_images::FashionMnistImages;
 use crate::embed_pool::EmbedPool;
 use crate::metrics::Metrics;
@@ -116,7 +117,7 @@ pub struct AppState {
     /// Decodes at once: CPU-bound work, so about one per core, which also bounds decoder memory. Held by the
     /// decode itself, so a timed-out request's decode still counts.
     pub decoders: Arc<tokio::sync::Semaphore>,
-    /// One gallery addition at a time: each saves the whole index.
+    /// One gallery change (or compaction step) at a time: the log is appended in order.
     pub writer: Arc<tokio::sync::Mutex<()>>,
     /// The index directory's writer lock, held for the server's life when uploads are enabled, so no other
     /// process can change the index under it (and have its changes dropped by the next upload's save).
@@ -126,6 +127,9 @@ pub struct AppState {
     /// The last readiness check and when it ran: `/readyz` checks at most once a second, one check at a time.
     pub readiness:
         tokio::sync::Mutex<Option<(std::time::Instant, Result<serde_json::Value, String>)>>,
+    /// When the write-ahead log is folded in, and removed rows reclaimed ([`crate::compaction`]).
+    pub compaction_policy: CompactionPolicy,
+    pub compaction: Mutex<CompactionStatus>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -143,11 +147,13 @@ pub struct StateParts {
     pub gallery_root: Option<PathBuf>,
     pub fashion_mnist: Option<PathBuf>,
     pub writer_lock: Option<WriterLock>,
+    pub compaction_policy: CompactionPolicy,
 }
 
 impl AppState {
     pub fn new(p: StateParts) -> Self {
         p.metrics.index_size.set(p.index.live_len() as i64);
+        p.metrics.log_bytes.set(p.index.log_stats().bytes as i64);
         let max_in_flight = p.limits.max_in_flight;
         let graph = if p.index.has_graph() {
             p.metrics.graph_ready.set(1);
@@ -175,6 +181,8 @@ impl AppState {
             writer_lock: p.writer_lock,
             operations: Operations::default(),
             readiness: tokio::sync::Mutex::new(None),
+            compaction_policy: p.compaction_policy,
+            compaction: Mutex::new(CompactionStatus::idle()),
         }
     }
 
@@ -185,6 +193,13 @@ impl AppState {
 
     pub fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn compaction_status(&self) -> CompactionStatus {
+        self.compaction
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn graph_state(&self) -> GraphState {

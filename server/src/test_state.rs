@@ -55,6 +55,8 @@ pub struct Options {
     pub max_ef: usize,
     /// Images embedded by every model, counted here.
     pub passes: Arc<AtomicUsize>,
+    /// The default policy when `None`.
+    pub compaction_policy: Option<hetvis_indexer::CompactionPolicy>,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             ef_search: 64,
             max_ef: 4096,
             passes: Arc::new(AtomicUsize::new(0)),
+            compaction_policy: None,
         }
     }
 }
@@ -138,7 +141,8 @@ pub fn state(o: Options) -> SharedState {
         .expect("add");
     let writer_lock = o.index_dir.as_ref().map(|dir| {
         let lock = WriterLock::acquire(dir).expect("writer lock");
-        let _ = index.save(&lock).expect("first save");
+        let saved = index.save(&lock).expect("first save");
+        index.rebase(saved).expect("rebase");
         lock
     });
     let metrics = Metrics::new().expect("metrics");
@@ -171,6 +175,7 @@ pub fn state(o: Options) -> SharedState {
         gallery_root: o.gallery_root,
         fashion_mnist: None,
         writer_lock,
+        compaction_policy: o.compaction_policy.unwrap_or_default(),
     }))
 }
 

@@ -329,7 +329,7 @@ fn nothing_embedded_is_a_failure_and_writes_no_index() {
 }
 
 #[test]
-fn a_crash_during_save_leaves_the_old_index_loadable() {
+fn a_crash_during_a_compaction_leaves_the_old_index_loadable() {
     let tmp = tempfile::tempdir().unwrap();
     let gallery_model = model(tmp.path(), "gallery", Role::Gallery, "space-1", 1);
     let folder = gallery_folder(tmp.path());
@@ -339,16 +339,25 @@ fn a_crash_during_save_leaves_the_old_index_loadable() {
     for i in 0..4 {
         write_png(&more.join(format!("{i}.png")), 200 + i);
     }
-    let add = [
-        "add",
-        "--index",
-        s(&idx),
-        "--model",
-        s(&gallery_model),
-        "--source",
-        s(&more),
-        "--no-progress",
-    ];
+    let add = |source: &Path| {
+        run_ok(
+            "hetvis-index",
+            &[
+                "add",
+                "--index",
+                s(&idx),
+                "--model",
+                s(&gallery_model),
+                "--source",
+                s(source),
+                "--no-progress",
+            ],
+        )
+    };
+    // Logged: the stored files are not rewritten.
+    add(&more);
+    assert_eq!(info(&idx)["log"]["added"], 4);
+    let compact = ["compact", "--index", s(&idx)];
     let leftovers = || {
         let mut n: Vec<String> = std::fs::read_dir(tmp.path())
             .unwrap()
@@ -358,13 +367,18 @@ fn a_crash_during_save_leaves_the_old_index_loadable() {
         n.sort();
         n
     };
-    // Killed after writing the new version but before touching the old one, and between the two renames.
+    // Killed after writing the new version but before touching the old one, and between the two renames: the
+    // old files and their log are what is read.
     for stage in ["after-temp-written", "after-old-moved"] {
-        let err = run_err_env(&add, &[("HETVIS_FAILPOINTS", &format!("{stage}=abort"))]);
+        let err = run_err_env(
+            &compact,
+            &[("HETVIS_FAILPOINTS", &format!("{stage}=abort"))],
+        );
         assert!(err.contains(stage), "{err}");
+        let now = info(&idx);
         assert_eq!(
-            info(&idx)["manifest"]["count"],
-            24,
+            (&now["items"], &now["log"]["added"]),
+            (&serde_json::json!(28), &serde_json::json!(4)),
             "after a crash at {stage}"
         );
         let hits = search(
@@ -378,19 +392,25 @@ fn a_crash_during_save_leaves_the_old_index_loadable() {
     // Readers read the previous version where the crash left it and rename nothing.
     assert!(!idx.exists());
     assert!(leftovers().iter().any(|n| n.starts_with("idx.old-")));
-    // Killed after the new version is in place: the add is committed; the old copy is left over.
-    let err = run_err_env(&add, &[("HETVIS_FAILPOINTS", "after-new-in-place=abort")]);
+    // Killed after the new version is in place: the log is folded in; the old copy is left over.
+    let err = run_err_env(
+        &compact,
+        &[("HETVIS_FAILPOINTS", "after-new-in-place=abort")],
+    );
     assert!(err.contains("after-new-in-place"), "{err}");
-    assert_eq!(info(&idx)["manifest"]["count"], 28);
+    let now = info(&idx);
+    assert_eq!(
+        (&now["items"], &now["stored_rows"]),
+        (&serde_json::json!(28), &serde_json::json!(28))
+    );
+    assert_eq!(now["log"]["changes"], 0);
     // The next writer cleans up every leftover of the killed ones.
     let third = tmp.path().join("third");
     for i in 0..2 {
         write_png(&third.join(format!("third-{i}.png")), 100 + i);
     }
-    let mut again = add;
-    again[6] = s(&third);
-    run_ok("hetvis-index", &again);
-    assert_eq!(info(&idx)["manifest"]["count"], 30);
+    add(&third);
+    assert_eq!(info(&idx)["items"], 30);
     assert_eq!(leftovers(), vec!["idx.lock"]);
 }
 

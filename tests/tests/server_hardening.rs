@@ -77,10 +77,10 @@ fn an_upload_past_the_timeout_is_accepted_and_its_operation_commits() {
     args[1] = path_str(&index).to_owned();
     args.extend(["--admin-token", "s3cret", "--request-timeout-ms", "1000"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // Every save is slow: the new version takes 3 s to be written.
+    // Every commit is slow: a log append takes 3 s to be fsynced.
     let server = Server::start_env(
         &args,
-        &[("HETVIS_FAILPOINTS", "after-temp-written=sleep(3000)")],
+        &[("HETVIS_FAILPOINTS", "wal-before-sync=sleep(3000)")],
     );
 
     let (a, b) = (png(600), png(601));

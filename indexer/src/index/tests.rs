@@ -5,6 +5,7 @@ use hetvis_models::manifest::{ModelManifest, Provenance, Role};
 use hetvis_models::preprocess::Preprocessing;
 
 use super::*;
+use crate::compaction::Compaction;
 use crate::manifest::{MANIFEST_FILE, RECORDS_FILE, VECTORS_FILE};
 
 const DIM: usize = 16;
@@ -498,17 +499,230 @@ fn removed_items_are_never_returned_persist_and_can_be_added_again() {
     assert_eq!((again.len(), again.live_len()), (3001, 2001));
     assert_eq!(again.row_of("a/0"), Some(3000));
 
-    // A removal whose save failed is undone.
-    let mut undo = again.clone_without_graph();
-    assert!(undo.remove(&["a/1".to_owned()]).is_empty());
-    assert!(undo.restore("a/1") && undo.contains_id("a/1"));
-    assert!(!undo.restore("a/1") && !undo.restore("never"));
-    assert_eq!(undo.live_len(), 2001);
-
     // Compaction keeps the live items only, in order, with a fresh graph.
     let compact = again.compacted().unwrap();
     assert_eq!((compact.len(), compact.live_len()), (2001, 2001));
     assert!(compact.removed_rows().is_empty());
     assert_eq!(compact.records()[0].id, "a/1");
     assert_eq!(compact.search_hnsw(&v, 1, Some(64)).unwrap()[0].id, "a/0");
+}
+
+/// A saved index of `n` rows, opened again for logged changes under its writer lock.
+fn saved_for_logging(dir: &Path, n: usize) -> (Index, WriterLock) {
+    let path = dir.join("idx");
+    let lock = WriterLock::acquire(&path).unwrap();
+    let mut idx = built(n);
+    let saved = idx.save(&lock).unwrap();
+    idx.rebase(saved).unwrap();
+    (idx, lock)
+}
+
+fn ids(idx: &Index) -> Vec<(String, bool)> {
+    (0..idx.len())
+        .map(|row| {
+            (
+                idx.records()[row].id.clone(),
+                idx.removed_rows().contains(&row),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn logged_changes_are_searchable_at_once_and_after_reopen_without_rewriting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut idx, lock) = saved_for_logging(dir.path(), 3000);
+    let path = lock.target().to_owned();
+    let stored = std::fs::read(path.join(MANIFEST_FILE)).unwrap();
+    let vectors_before = std::fs::metadata(path.join(VECTORS_FILE)).unwrap();
+
+    let added = idx.add_logged(&lock, items(200, 2, "b")).unwrap();
+    let gone: Vec<String> = (0..100).map(|i| format!("a/{}", i * 7)).collect();
+    let (missing, removed) = idx.remove_logged(&lock, &gone).unwrap();
+    assert!(missing.is_empty());
+    // Each costs about its own items' bytes: 200 vectors of 16 floats plus their records; 100 ids.
+    assert!(
+        (200 * DIM * 4..200 * (DIM * 4 + 120)).contains(&(added as usize)),
+        "{added}"
+    );
+    assert!(
+        (100 * 4..100 * 16).contains(&(removed as usize)),
+        "{removed}"
+    );
+    // The stored files are untouched.
+    assert_eq!(std::fs::read(path.join(MANIFEST_FILE)).unwrap(), stored);
+    assert_eq!(
+        std::fs::metadata(path.join(VECTORS_FILE))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        vectors_before.modified().unwrap()
+    );
+
+    let check = |idx: &Index| {
+        assert_eq!((idx.len(), idx.live_len()), (3200, 3100));
+        for (i, v) in vectors(200, 2).iter().enumerate().step_by(13) {
+            assert_eq!(
+                idx.search_hnsw(v, 1, Some(64)).unwrap()[0].id,
+                format!("b/{i}")
+            );
+        }
+        for q in vectors(3000, 1).iter().step_by(7).take(50) {
+            let hits = idx.search_hnsw(q, 10, Some(64)).unwrap();
+            assert!(hits.iter().all(|h| !gone.contains(&h.id)), "{hits:?}");
+        }
+    };
+    check(&idx);
+    let opened = Index::open_without_graph(&path).unwrap();
+    let (graph, how) = opened.load_or_build_graph().unwrap();
+    assert_eq!(
+        (how, graph.len()),
+        ("loaded", 3000),
+        "the stored graph covers the stored rows"
+    );
+    let reopened = Index::open(&path).unwrap();
+    assert_eq!(ids(&reopened), ids(&idx));
+    assert_eq!(reopened.base_rows(), 3000);
+    let log = reopened.log_stats();
+    assert_eq!((log.changes, log.added, log.removed), (2, 200, 100));
+    assert_eq!(log.bytes, idx.log_stats().bytes);
+    check(&reopened);
+    for q in vectors(20, 6) {
+        assert_eq!(
+            reopened.search_exact(&q, 10).unwrap(),
+            idx.search_exact(&q, 10).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_fold_keeps_every_row_and_starts_an_empty_log_and_a_reclaim_keeps_the_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut idx, lock) = saved_for_logging(dir.path(), 2500);
+    let path = lock.target().to_owned();
+    idx.add_logged(&lock, items(300, 2, "b")).unwrap();
+    idx.remove_logged(&lock, &["a/3".into(), "b/4".into()])
+        .unwrap();
+    let before = ids(&idx);
+
+    let (mut folded, durability) = crate::compaction::run(
+        Index::open_without_graph(&path).unwrap(),
+        &lock,
+        Compaction::Fold,
+    )
+    .unwrap();
+    assert!(durability.is_durable());
+    assert!(
+        !crate::wal::path(&path).exists(),
+        "the new directory has no log"
+    );
+    assert_eq!(ids(&folded), before);
+    assert_eq!(
+        (folded.base_rows(), folded.log_stats()),
+        (2800, LogStats::default())
+    );
+    let reopened = Index::open(&path).unwrap();
+    assert_eq!(ids(&reopened), before);
+    assert_eq!(reopened.base_rows(), 2800);
+    let (_, how) = Index::open_without_graph(&path)
+        .unwrap()
+        .load_or_build_graph()
+        .unwrap();
+    assert_eq!(how, "loaded", "the fold stored the graph over every row");
+
+    // Changes after a fold are logged against the new files.
+    folded.add_logged(&lock, items(5, 3, "c")).unwrap();
+    assert_eq!(Index::open(&path).unwrap().len(), 2805);
+
+    let (reclaimed, _) = crate::compaction::run(
+        Index::open_without_graph(&path).unwrap(),
+        &lock,
+        Compaction::Reclaim,
+    )
+    .unwrap();
+    let live: Vec<(String, bool)> = ids(&folded).into_iter().filter(|(_, r)| !r).collect();
+    assert_eq!(ids(&reclaimed), live);
+    assert_eq!(ids(&Index::open(&path).unwrap()), live);
+}
+
+#[test]
+fn a_removed_id_comes_back_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut idx, lock) = saved_for_logging(dir.path(), 300);
+    let v = vectors(300, 1)[5].clone();
+    idx.remove_logged(&lock, &["a/5".into()]).unwrap();
+    assert_ne!(idx.search_exact(&v, 1).unwrap()[0].id, "a/5");
+    idx.add_logged(
+        &lock,
+        vec![(Record::new("a/5").with_label("again"), v.clone())],
+    )
+    .unwrap();
+    let back = Index::open(lock.target()).unwrap();
+    let hit = &back.search_exact(&v, 1).unwrap()[0];
+    assert_eq!(
+        (hit.id.as_str(), hit.label.as_deref()),
+        ("a/5", Some("again"))
+    );
+    assert_eq!(back.row_of("a/5"), Some(300));
+    // A duplicate is refused before anything is logged.
+    let bytes = back.log_stats().bytes;
+    assert!(matches!(
+        idx.add_logged(&lock, vec![(Record::new("a/5"), v)]),
+        Err(IndexError::DuplicateId(_))
+    ));
+    assert_eq!(idx.log_stats().bytes, bytes);
+}
+
+#[test]
+fn a_torn_log_tail_is_ignored_on_open_and_cut_off_by_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut idx, lock) = saved_for_logging(dir.path(), 300);
+    let path = lock.target().to_owned();
+    idx.add_logged(&lock, items(3, 2, "b")).unwrap();
+    let kept = idx.log_stats().bytes;
+    idx.add_logged(&lock, items(3, 3, "c")).unwrap();
+    let log = crate::wal::path(&path);
+    let bytes = std::fs::read(&log).unwrap();
+    std::fs::write(&log, &bytes[..bytes.len() - 5]).unwrap();
+    let mut reopened = Index::open(&path).unwrap();
+    assert_eq!(reopened.len(), 303);
+    assert!(!reopened.contains_id("c/0"));
+    assert_eq!(reopened.log_stats().bytes, kept);
+    reopened.add_logged(&lock, items(2, 4, "d")).unwrap();
+    let again = Index::open(&path).unwrap();
+    assert_eq!(again.len(), 305);
+    assert!(again.contains_id("b/2") && again.contains_id("d/1") && !again.contains_id("c/0"));
+}
+
+#[test]
+fn a_change_is_not_logged_against_a_directory_saved_by_someone_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (idx, lock) = saved_for_logging(dir.path(), 300);
+    let path = lock.target().to_owned();
+    let mut stale = Index::open_without_graph(&path).unwrap();
+    let mut other = Index::open(&path).unwrap();
+    other.add(items(2, 7, "x")).unwrap();
+    let _ = other.save(&lock).unwrap();
+    drop(idx);
+    let err = stale
+        .add_logged(&lock, items(1, 8, "y"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reopen"), "{err}");
+    assert_eq!(Index::open(&path).unwrap().len(), 302);
+}
+
+#[test]
+fn a_log_entry_that_does_not_apply_is_refused_naming_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (idx, lock) = saved_for_logging(dir.path(), 300);
+    let path = lock.target().to_owned();
+    // A removal of an id the index never had, written as a writer would.
+    let base = idx.base.clone().unwrap();
+    crate::wal::append(&path, &base, 0, &Change::Remove(vec!["ghost".into()])).unwrap();
+    let err = err_text(Index::open(&path));
+    assert!(
+        err.contains(crate::wal::path(&path).to_str().unwrap()) && err.contains("ghost"),
+        "{err}"
+    );
 }

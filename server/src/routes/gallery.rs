@@ -1,14 +1,15 @@
-//! `POST /gallery`: bulk-adds images to the index, embedded with the gallery model, saved atomically;
+//! `POST /gallery`: bulk-adds images to the index, embedded with the gallery model, logged durably;
 //! `GET /operations/{id}`: the outcome of an addition answered before it finished.
 //!
 //! Body: `multipart/form-data` with one or more `image` parts. A part's id is the value of the `id` text
 //! field sent just before it, else its filename; an optional `label` field before it labels it. All or
-//! nothing: any bad image, conflicting id or failed save adds nothing. The live index takes the new rows only
-//! after the save succeeded.
+//! nothing: any bad image, conflicting id or failed log append adds nothing. The live index takes the new rows
+//! only after their write-ahead log entry is fsynced (one entry per request; the index is not rewritten).
 //!
-//! Replies tell the truth. 201: added (and saved). 200: every image was already there with the same id and the
+//! Replies tell the truth. 201: added (and durable). 200: every image was already there with the same id and the
 //! same bytes (a retry of a committed upload is a success, not a conflict). 409: an id is taken by other bytes.
-//! 202 with an operation id: the request ran out of time after the save had started; the save goes on, and
+//! 202 with an operation id: the request ran out of time after the commit had started (it waits behind other
+//! changes and a compaction's final step); the commit goes on, and
 //! `GET /operations/{id}` says how it ended. A 503 timeout means nothing was or will be added.
 
 use std::path::Path;
@@ -17,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use hetvis_indexer::{checksum, Durability, Index, IndexError, Record};
+use hetvis_indexer::{checksum, Index, IndexError, Record};
 use hetvis_models::preprocess;
 use serde::Serialize;
 
@@ -49,8 +50,8 @@ pub struct AddResponse {
     /// Ids that were already in the index with the same image bytes (an earlier, committed attempt).
     pub already_present: Vec<String>,
     pub index_size: usize,
-    /// False when the new index is in place but its final fsync failed: committed, but a power loss could
-    /// still undo it.
+    /// True: a change is answered only once its log entry is fsynced (a failed fsync is an error, and the
+    /// change is not applied).
     pub durable: bool,
 }
 
@@ -146,16 +147,16 @@ fn classify(index: &Index, uploads: Vec<Upload>) -> Result<(Vec<Upload>, Vec<Str
     request_body(content = GalleryUpload, content_type = "multipart/form-data",
         description = "`image` parts, each optionally preceded by `id` and `label` fields"),
     responses(
-        (status = 201, description = "added and saved", body = AddResponse),
+        (status = 201, description = "added and logged durably", body = AddResponse),
         (status = 200, description = "every image was already there with the same bytes", body = AddResponse),
-        (status = 202, description = "the save outlived the request; poll the operation", body = Accepted),
+        (status = 202, description = "the commit outlived the request; poll the operation", body = Accepted),
         (status = 400, description = "bad part or image", body = ErrorBody),
         (status = 401, description = "missing or wrong token", body = ErrorBody),
         (status = 403, description = "uploads disabled", body = ErrorBody),
         (status = 409, description = "id taken by other bytes, or no gallery model", body = ErrorBody),
         (status = 413, description = "body or image over the limits", body = ErrorBody),
         (status = 429, description = "too many requests in flight", body = ErrorBody),
-        (status = 503, description = "timed out before anything was saved", body = ErrorBody),
+        (status = 503, description = "timed out before anything was committed", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "gallery"
@@ -237,10 +238,10 @@ pub async fn add(
     Ok((status, Json(response)))
 }
 
-/// Adds the new rows to the live index (searchable at once), then saves it, its graph included; a failed save
-/// takes them out again, so a reply never claims rows the disk does not hold. One commit at a time; the
-/// admission permit is held until the save is over. No copy of the index is made: saving reads the live one
-/// (searches go on meanwhile).
+/// Appends the new rows to the index's write-ahead log (fsynced) and then adds them to the live index
+/// (searchable at once): a reply never claims rows the disk does not hold, and the cost is that of the rows, not
+/// of the index. One commit at a time; the admission permit is held until it is over. Checking and logging read
+/// the index (searches go on); only applying takes the write lock. A compaction may follow in the background.
 async fn commit(
     state: SharedState,
     admitted: Admitted,
@@ -292,31 +293,26 @@ async fn commit(
         }
         let ids: Vec<String> = items.iter().map(|(r, _)| r.id.clone()).collect();
         let n = items.len();
-        let mut durable = true;
         if n > 0 {
-            state.write_index().add(items).map_err(index_error)?;
-            let saved = state.read_index().save(lock);
-            match saved {
-                Ok(Durability::Durable) => {}
-                Ok(Durability::NotDurable(why)) => {
-                    tracing::warn!(reason = %why, "gallery addition committed but not durable");
-                    durable = false;
-                }
-                Err(e) => {
-                    state.write_index().remove(&ids);
-                    return Err(index_error(e));
-                }
-            }
+            let change = state.read_index().prepare_add(items).map_err(index_error)?;
+            let log_len = state
+                .read_index()
+                .log_change(lock, &change)
+                .map_err(index_error)?;
+            state.write_index().apply_logged(&change, log_len);
             let live = state.read_index();
             state.metrics.index_size.set(live.live_len() as i64);
+            state.metrics.log_bytes.set(log_len as i64);
             tracing::info!(added = n, size = live.live_len(), "gallery images added");
+            drop(live);
+            crate::compaction::start_if_due(&state);
         }
         Ok(AddResponse {
             added: n,
             ids,
             already_present: present,
             index_size: state.metrics.index_size.get() as usize,
-            durable,
+            durable: true,
         })
     })
     .await?

@@ -1,11 +1,10 @@
 //! `DELETE /gallery/{id}` (admin token): the item leaves every search at once, and its id is free again. The
-//! index on disk is rewritten with the removal, like an addition, under the same writer and the same honest
-//! reply: past the request's deadline the answer is 202 with an operation to poll.
+//! removal is a write-ahead log entry, like an addition, under the same writer and the same honest reply: past
+//! the request's deadline the answer is 202 with an operation to poll. Its row is reclaimed by a compaction.
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use hetvis_indexer::Durability;
 use serde::Serialize;
 
 use crate::auth;
@@ -20,7 +19,7 @@ pub struct RemoveResponse {
     pub removed: String,
     /// Searchable items after the removal.
     pub index_size: usize,
-    /// False when the removal is in place but the final fsync failed (a power loss may undo it).
+    /// True: answered only once the removal's log entry is fsynced.
     pub durable: bool,
 }
 
@@ -30,12 +29,12 @@ pub struct RemoveResponse {
     path = "/gallery/{id}",
     params(("id" = String, Path, description = "the item's id (`/` may be sent as is or as %2F)")),
     responses(
-        (status = 200, description = "removed and saved", body = RemoveResponse),
-        (status = 202, description = "the save outlived the request; poll the operation", body = Accepted),
+        (status = 200, description = "removed and logged durably", body = RemoveResponse),
+        (status = 202, description = "the commit outlived the request; poll the operation", body = Accepted),
         (status = 401, description = "missing or wrong token", body = ErrorBody),
         (status = 403, description = "changes disabled", body = ErrorBody),
         (status = 404, description = "no such item", body = ErrorBody),
-        (status = 503, description = "timed out before anything was saved", body = ErrorBody),
+        (status = 503, description = "timed out before anything was committed", body = ErrorBody),
     ),
     security(("bearer" = [])),
     tag = "gallery"
@@ -54,7 +53,7 @@ pub async fn remove(
     Ok(Json(removed))
 }
 
-/// Takes the item out of the live index, then saves it. One commit at a time (a removal has no body, so it needs
+/// Logs the removal, then takes the item out of the live index. One commit at a time (a removal has no body, so it needs
 /// no admission permit; the writer mutex orders it with additions).
 async fn commit(state: SharedState, id: String) -> Result<RemoveResponse, ApiError> {
     let writer = state.writer.clone().lock_owned().await;
@@ -67,29 +66,25 @@ async fn commit(state: SharedState, id: String) -> Result<RemoveResponse, ApiErr
             )
         })?;
         // Checked again under the writer: a concurrent removal may have taken it.
-        if !state.write_index().remove(std::slice::from_ref(&id)).is_empty() {
+        let (change, missing) = state.read_index().prepare_remove(std::slice::from_ref(&id));
+        if !missing.is_empty() {
             return Err(ApiError::NotFound(format!("no gallery item {id:?}")));
         }
-        // Saved from the live index, graph included; a failed save puts the item back.
-        let saved = state.read_index().save(lock);
-        let durable = match saved {
-            Ok(Durability::Durable) => true,
-            Ok(Durability::NotDurable(why)) => {
-                tracing::warn!(reason = %why, "gallery removal committed but not durable");
-                false
-            }
-            Err(e) => {
-                state.write_index().restore(&id);
-                return Err(ApiError::Internal(format!("saving the index: {e}")));
-            }
-        };
-        let live = state.read_index();
-        state.metrics.index_size.set(live.live_len() as i64);
-        tracing::info!(id = %id, size = live.live_len(), "gallery item removed");
+        // Logged (fsynced) first, then applied: a failed append changes nothing.
+        let log_len = state
+            .read_index()
+            .log_change(lock, &change)
+            .map_err(|e| ApiError::Internal(format!("logging the removal: {e}")))?;
+        state.write_index().apply_logged(&change, log_len);
+        let size = state.read_index().live_len();
+        state.metrics.index_size.set(size as i64);
+        state.metrics.log_bytes.set(log_len as i64);
+        tracing::info!(id = %id, size, "gallery item removed");
+        crate::compaction::start_if_due(&state);
         Ok(RemoveResponse {
             removed: id,
-            index_size: live.live_len(),
-            durable,
+            index_size: size,
+            durable: true,
         })
     })
     .await?

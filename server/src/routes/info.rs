@@ -25,7 +25,7 @@ const READY_FOR: Duration = Duration::from_secs(1);
 /// score per vector). 503 with the failing check otherwise. One check runs at a time, and its result answers
 /// every call for a second, so a flood of probes costs at most one check a second.
 #[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "ready: status, index_size, removed_rows, graph, graph_error?", body = Object),
+    (status = 200, description = "ready: status, index_size, removed_rows, log {bytes, changes, added, removed}, compaction {state, runs, last_seconds?, error?}, graph, graph_error?", body = Object),
     (status = 503, description = "a check failed", body = ErrorBody),
 ), tag = "ops")]
 pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -58,11 +58,16 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
     }
     let v = query_vector.unwrap_or_default();
     let shared = state.clone();
-    let (size, removed, hits) = tokio::task::spawn_blocking(move || {
+    let (size, removed, log, hits) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
-        index
-            .search(&v, 1, None)
-            .map(|h| (index.live_len(), index.removed_rows().len(), h.len()))
+        index.search(&v, 1, None).map(|h| {
+            (
+                index.live_len(),
+                index.removed_rows().len(),
+                index.log_stats(),
+                h.len(),
+            )
+        })
     })
     .await
     .map_err(|e| unavailable("index search", &e))?
@@ -75,6 +80,8 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
         "status": "ready",
         "index_size": size,
         "removed_rows": removed,
+        "log": log_json(&log),
+        "compaction": state.compaction_status(),
         "graph": graph.label(),
     });
     // Searches still work (exact) without a graph, so a failed build is reported, not a 503.
@@ -84,16 +91,27 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
     Ok(body)
 }
 
+/// The write-ahead log as reported: its bytes and the changes (and items) it holds since the last compaction.
+fn log_json(log: &hetvis_indexer::wal::LogStats) -> serde_json::Value {
+    json!({
+        "bytes": log.bytes,
+        "changes": log.changes,
+        "added": log.added,
+        "removed": log.removed,
+    })
+}
+
 /// Models, index, limits and whether uploads are enabled.
 #[utoipa::path(get, path = "/v1/info", responses((status = 200, description = "server description", body = Object)), tag = "ops")]
 pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
     let shared = state.clone();
-    let (size, removed, dim, manifest) = tokio::task::spawn_blocking(move || {
+    let (size, removed, log, dim, manifest) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
         let removed = index.removed_rows().len();
         (
             index.live_len(),
             removed,
+            index.log_stats(),
             index.dim(),
             index.manifest().clone(),
         )
@@ -109,6 +127,8 @@ pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::V
         "index": {
             "size": size,
             "removed_rows": removed,
+            "log": log_json(&log),
+            "compaction": state.compaction_status(),
             "format_version": manifest.format_version,
             "dim": dim,
             "metric": manifest.metric,

@@ -214,3 +214,101 @@ async fn a_removed_item_leaves_search_at_once_and_on_disk_and_needs_the_token() 
     let (status, body) = send(&app, upload(&[("shop/shoe 1", &image)])).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+/// Waits for the background compaction to have finished `runs` times; its status then.
+async fn compacted(
+    state: &crate::state::SharedState,
+    runs: u64,
+) -> crate::compaction::CompactionStatus {
+    for _ in 0..500 {
+        let s = state.compaction_status();
+        if s.runs >= runs || s.state == "failed" {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no compaction: {:?}", state.compaction_status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_logged_without_rewriting_and_compacted_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("idx");
+    let state = test_state::state(Options {
+        index_dir: Some(index_dir.clone()),
+        compaction_policy: Some(hetvis_indexer::CompactionPolicy {
+            min_log_items: 3,
+            reclaim_ratio: 0.05,
+            ..Default::default()
+        }),
+        ..Options::default()
+    });
+    let app = router(state.clone());
+    let manifest = std::fs::read(index_dir.join("manifest.json")).unwrap();
+    for i in 0..2u32 {
+        let (status, body) = send(&app, upload(&[(&format!("new/{i}"), &png(10 + i))])).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Two log entries; the stored files are untouched.
+    assert_eq!(
+        std::fs::read(index_dir.join("manifest.json")).unwrap(),
+        manifest
+    );
+    let (_, ready) = send(&app, get("/readyz")).await;
+    assert_eq!(ready["log"]["changes"], 2, "{ready}");
+    assert_eq!(ready["log"]["added"], 2, "{ready}");
+    assert_eq!(ready["compaction"]["state"], "idle", "{ready}");
+    assert!(ready["log"]["bytes"].as_u64().unwrap() > 0);
+
+    // The third changed item crosses the threshold: a fold, in the background.
+    let (status, _) = send(&app, upload(&[("new/2", &png(12))])).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let status = compacted(&state, 1).await;
+    assert_eq!((status.state, status.error), ("idle", None));
+    assert_ne!(
+        std::fs::read(index_dir.join("manifest.json")).unwrap(),
+        manifest
+    );
+    let reopened = hetvis_indexer::Index::open_without_graph(&index_dir).unwrap();
+    assert_eq!(
+        (reopened.base_rows(), reopened.log_stats().changes),
+        (53, 0)
+    );
+    assert_eq!(reopened.load_or_build_graph().unwrap().1, "loaded");
+
+    // Removals past a twentieth of the rows (3 of 53): a reclaim drops their rows and builds the graph anew.
+    let delete = |id: String| {
+        Request::delete(format!("/gallery/{id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for i in 0..3 {
+        let (status, body) = send(&app, delete(format!("item%2F{i}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let status = compacted(&state, 2).await;
+    assert_eq!(status.error, None);
+    let live = state.read_index().clone_without_graph();
+    assert_eq!((live.len(), live.live_len()), (50, 50));
+    assert!(!live.contains_id("item/0") && live.contains_id("new/2"));
+    let reopened = hetvis_indexer::Index::open_without_graph(&index_dir).unwrap();
+    assert_eq!((reopened.len(), reopened.live_len()), (50, 50));
+    // Later changes are logged against the compacted files.
+    let (status, body) = send(&app, upload(&[("after", &png(20))])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let reopened = hetvis_indexer::Index::open_without_graph(&index_dir).unwrap();
+    assert!(reopened.contains_id("after"));
+    let metrics = app.oneshot(get("/metrics")).await.unwrap();
+    let text = axum::body::to_bytes(metrics.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    for line in [
+        "hetvis_index_compactions_total{kind=\"fold\",outcome=\"ok\"} 1",
+        "hetvis_index_compactions_total{kind=\"reclaim\",outcome=\"ok\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
+    assert!(text.contains("hetvis_index_log_bytes "), "{text}");
+}

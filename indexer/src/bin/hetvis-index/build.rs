@@ -1,5 +1,5 @@
 //! `build` and `add`: embed a source with the gallery model (or read its precomputed vectors), then write the
-//! index atomically with the run's `errors.jsonl` beside it.
+//! index atomically (`build`) or append to its write-ahead log (`add`), with the run's `errors.jsonl` beside it.
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,7 +11,7 @@ use hetvis_indexer::pipeline::{
     embed_catalog, errors_jsonl, Catalog, Embedded, Failure, PipelineConfig, Source, SourceOptions,
     VectorsSource, ERRORS_FILE,
 };
-use hetvis_indexer::{Durability, GalleryModel, HnswParams, Index, WriterLock};
+use hetvis_indexer::{GalleryModel, HnswParams, Index, WriterLock};
 use hetvis_models::embed::Embedder;
 
 use crate::{model, EmbedArgs};
@@ -100,39 +100,17 @@ fn embed(args: &EmbedArgs, catalog: Catalog, embedder: &mut Embedder) -> anyhow:
     Ok(out)
 }
 
-/// Inserts the run's vectors and writes the index with the run's errors report; prints a summary line.
-fn insert_and_save(
-    lock: &WriterLock,
-    index: &mut Index,
-    mut run: Embedded,
-    verb: &str,
-) -> anyhow::Result<()> {
-    let added = run.items.len();
-    let started = Instant::now();
-    index.add(std::mem::take(&mut run.items))?;
-    let graph_seconds = started.elapsed().as_secs_f64();
-    let dir = lock.target();
-    let durability =
-        index.save_with_extras(lock, &[(ERRORS_FILE, &errors_jsonl(&run.failures))])?;
-    if let Durability::NotDurable(why) = durability {
-        eprintln!(
-            "warning: {} is saved but not yet durable ({why}): a power loss may bring back the previous version",
-            dir.display()
-        );
-    }
+fn summary(dir: &Path, index: &Index, run: &Embedded, added: usize) -> String {
     let skipped = match run.failures.len() {
         0 => "nothing skipped".to_owned(),
         n => format!("{n} skipped, see {}", dir.join(ERRORS_FILE).display()),
     };
-    println!(
-        "{verb} {}: {} vectors in the index (+{added} embedded, {skipped}); embedding {:.1} s ({:.0} images/s), HNSW insert {:.1} s",
-        dir.display(),
-        index.len(),
+    format!(
+        "{} vectors in the index (+{added} embedded, {skipped}); embedding {:.1} s ({:.0} images/s)",
+        index.live_len(),
         run.seconds,
         (added + run.failures.len()) as f64 / run.seconds.max(1e-9),
-        graph_seconds,
-    );
-    Ok(())
+    )
 }
 
 pub fn build(
@@ -156,15 +134,42 @@ pub fn build(
     let run = vectors(args, &mut model.embedder, |_| false)?;
     let gallery = GalleryModel::from_manifest(&manifest, &model.sha256);
     let mut index = Index::new(gallery, manifest.embedding_dim, params)?;
-    insert_and_save(&lock, &mut index, run, "built")
+    let mut run = run;
+    let added = run.items.len();
+    let started = Instant::now();
+    index.add(std::mem::take(&mut run.items))?;
+    let graph_seconds = started.elapsed().as_secs_f64();
+    let saved = index.save_with_extras(&lock, &[(ERRORS_FILE, &errors_jsonl(&run.failures))])?;
+    crate::edit::warn_if_not_durable(out, saved.durability);
+    println!(
+        "built {}: {}, HNSW insert {graph_seconds:.1} s",
+        out.display(),
+        summary(out, &index, &run, added)
+    );
+    Ok(())
 }
 
+/// Appends the new vectors to the index's write-ahead log (one fsynced entry: all or nothing), then compacts
+/// when the log has grown past the policy's threshold. The graph is not needed for that and not loaded.
 pub fn add(ort_lib: Option<&Path>, args: &EmbedArgs, dir: &Path) -> anyhow::Result<()> {
-    // Locked before reading, so no other writer's additions can be lost by this save.
+    // Locked before reading, so no other writer's changes can be missed by this one.
     let lock = WriterLock::acquire(dir)?;
-    let mut index = Index::open(dir)?;
+    let mut index = Index::open_without_graph(dir)?;
     let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
     index.check_gallery_model(model.embedder.manifest(), &model.sha256)?;
-    let run = vectors(args, &mut model.embedder, |id| index.contains_id(id))?;
-    insert_and_save(&lock, &mut index, run, "extended")
+    let mut run = vectors(args, &mut model.embedder, |id| index.contains_id(id))?;
+    let added = run.items.len();
+    let started = Instant::now();
+    let bytes = index.add_logged(&lock, std::mem::take(&mut run.items))?;
+    let log_seconds = started.elapsed().as_secs_f64();
+    // The run's report, beside the index (outside its checksummed files).
+    hetvis_models::atomic::write(&dir.join(ERRORS_FILE), &errors_jsonl(&run.failures))
+        .with_context(|| format!("writing {}", dir.join(ERRORS_FILE).display()))?;
+    println!(
+        "extended {}: {}; logged {bytes} bytes in {:.3} s",
+        dir.display(),
+        summary(dir, &index, &run, added),
+        log_seconds
+    );
+    crate::edit::compact_if_due(index, &lock)
 }

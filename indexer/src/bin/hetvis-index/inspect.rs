@@ -6,19 +6,21 @@ use std::time::Instant;
 
 use anyhow::bail;
 use hetvis_indexer::recall::{ground_truth, recall_at_k, sample_rows};
-use hetvis_indexer::store::read_verified;
 use hetvis_indexer::{Index, SearchMode};
 
 pub fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
-    let stored = read_verified(dir)?;
-    let m = &stored.manifest;
+    // Files checked and the write-ahead log replayed; no graph is loaded.
+    let index = Index::open_without_graph(dir)?;
+    let m = index.manifest();
+    let removed = index.removed_rows();
+    let log = index.log_stats();
     let mut labels: BTreeMap<&str, usize> = BTreeMap::new();
     let mut unlabelled = 0;
-    for (_, r) in stored
-        .records
+    for (_, r) in index
+        .records()
         .iter()
         .enumerate()
-        .filter(|(row, _)| !stored.removed.contains(row))
+        .filter(|(row, _)| !removed.contains(row))
     {
         match &r.label {
             Some(l) => *labels.entry(l.as_str()).or_default() += 1,
@@ -28,7 +30,8 @@ pub fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
     if json {
         let v = serde_json::json!({
             "path": dir, "manifest": m, "labels": labels, "unlabelled": unlabelled, "checksums": "ok",
-            "items": m.count - stored.removed.len(), "removed": stored.removed.len(),
+            "items": index.live_len(), "removed": removed.len(), "stored_rows": index.base_rows(),
+            "log": { "bytes": log.bytes, "changes": log.changes, "added": log.added, "removed": log.removed },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -42,8 +45,16 @@ pub fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
     println!("vectors     {} x {}-d, metric {}", m.count, m.dim, m.metric);
     println!(
         "items       {} searchable, {} removed rows awaiting `hetvis-index compact`",
-        m.count - stored.removed.len(),
-        stored.removed.len()
+        index.live_len(),
+        removed.len()
+    );
+    println!(
+        "log         {} changes (+{} -{}) in {} bytes since the {} stored rows",
+        log.changes,
+        log.added,
+        log.removed,
+        log.bytes,
+        index.base_rows()
     );
     println!(
         "hnsw        M={} ef_construction={} ef_search={}",

@@ -92,9 +92,10 @@ enum Command {
         #[arg(long, default_value_t = hetvis_indexer::HnswParams::default().ef_search)]
         ef_search: usize,
     },
-    /// Embed more images into an existing index (with the same gallery model file).
+    /// Embed more images into an existing index (with the same gallery model file): appended to its
+    /// write-ahead log.
     Add {
-        /// Index directory to extend (replaced atomically).
+        /// Index directory to extend.
         #[arg(long)]
         index: PathBuf,
         #[command(flatten)]
@@ -103,18 +104,22 @@ enum Command {
     /// Remove items by id: no search returns them again, and their ids may be added anew. Their rows are
     /// reclaimed by `compact`.
     Remove {
-        /// Index directory (replaced atomically).
+        /// Index directory (the removal is appended to its write-ahead log).
         #[arg(long)]
         index: PathBuf,
         /// An id to remove; repeat for more.
         #[arg(long = "id", required = true)]
         ids: Vec<String>,
     },
-    /// Rewrite an index without its removed rows, with an HNSW graph built anew.
+    /// Fold the write-ahead log into the stored files and reclaim removed rows (an HNSW graph built anew).
+    /// `add` and `remove` fold by themselves once the log is large.
     Compact {
         /// Index directory (replaced atomically).
         #[arg(long)]
         index: PathBuf,
+        /// Only fold the log: keep removed rows (and the stored graph) instead of rebuilding the graph.
+        #[arg(long)]
+        fold_only: bool,
     },
     /// Check an index's files and print what it holds.
     Info {
@@ -191,7 +196,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Add { index, embed } => build::add(ort_lib, &embed, &index),
         Command::Remove { index, ids } => edit::remove(&index, &ids),
-        Command::Compact { index } => edit::compact(&index),
+        Command::Compact { index, fold_only } => edit::compact(&index, !fold_only),
         Command::Info { index, json } => inspect::info(&index, json),
         Command::Verify {
             index,
