@@ -81,6 +81,21 @@ impl Graph {
         Ok(g)
     }
 
+    /// [`Graph::load`], refusing a graph that does not hold exactly `rows` points.
+    pub fn load_covering(dir: &Path, rows: usize) -> Result<Self, IndexError> {
+        let graph = Self::load(dir)?;
+        if graph.len() != rows {
+            return Err(IndexError::corrupt(
+                dir.join(GRAPH_FILES[0]),
+                format!(
+                    "the graph holds {} points for {rows} stored vectors",
+                    graph.len()
+                ),
+            ));
+        }
+        Ok(graph)
+    }
+
     /// Reads a graph written by [`Graph::dump`] into `dir`. The caller has checked the files' checksums;
     /// `hnsw_rs` asserts on malformed files, so a panic while reading is caught and reported as corruption.
     pub fn load(dir: &Path) -> Result<Self, IndexError> {

@@ -146,21 +146,14 @@ impl Index {
     /// The graph stored with the opened directory, when it has one; it covers the stored rows, and
     /// [`Index::install_graph`] inserts those added by the log.
     pub fn load_stored_graph(&self) -> Option<Result<Graph, IndexError>> {
-        let dir = self.stored_graph.as_deref()?;
-        Some(Graph::load(dir).and_then(|g| {
-            if g.len() == self.base_rows {
-                Ok(g)
-            } else {
-                Err(IndexError::corrupt(
-                    dir.join(crate::graph::GRAPH_FILES[0]),
-                    format!(
-                        "the graph holds {} points for {} stored vectors",
-                        g.len(),
-                        self.base_rows
-                    ),
-                ))
-            }
-        }))
+        let (dir, rows) = self.stored_graph_location()?;
+        Some(Graph::load_covering(&dir, rows))
+    }
+
+    /// Where the stored graph lies and the rows it holds, for [`Graph::load_covering`] without holding the index
+    /// (a server loads it while the index serves and changes).
+    pub fn stored_graph_location(&self) -> Option<(PathBuf, usize)> {
+        Some((self.stored_graph.clone()?, self.base_rows))
     }
 
     /// Loads and verifies an index directory like [`Index::open`], replaying its log, but loads no graph: every

@@ -208,10 +208,26 @@ pub fn build_graph_in_background(state: &SharedState) {
         if hetvis_models::failpoint::fail("graph-build") {
             panic!("injected failure of the graph build");
         }
-        let snapshot = shared.read_index().clone_without_graph();
-        let (graph, how) = snapshot.load_or_build_graph()?;
-        tracing::info!(points = graph.len(), "{how} the HNSW graph");
-        drop(snapshot);
+        // The stored graph is loaded without a copy of the index (searches and changes go on meanwhile);
+        // only a rebuild needs a snapshot of the vectors.
+        let stored = shared.read_index().stored_graph_location();
+        let graph = match stored
+            .map(|(dir, rows)| hetvis_indexer::graph::Graph::load_covering(&dir, rows))
+        {
+            Some(Ok(graph)) => {
+                tracing::info!(points = graph.len(), "loaded the stored HNSW graph");
+                graph
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::warn!(error = %e, "the stored HNSW graph cannot be used; rebuilding it");
+                }
+                let snapshot = shared.read_index().clone_without_graph();
+                let graph = snapshot.build_graph()?;
+                tracing::info!(points = graph.len(), "rebuilt the HNSW graph");
+                graph
+            }
+        };
         shared.write_index().install_graph(graph)?;
         // A log left long by the last run is folded once the graph can be stored with it.
         shared.set_graph_state(GraphState::Ready);
