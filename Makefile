@@ -20,9 +20,12 @@ build: setup
 # integration tests, so build them all first. Test builds (and only they) carry the fault-injection points
 # that the crash and timeout tests use (`hetvis_models::failpoint`).
 TEST_FEATURES := --features hetvis-models/failpoints
+# Tests against a real Milvus are marked `#[ignore]` (they need the server) and run here, against the Milvus
+# standalone that scripts/milvus.sh starts on loopback and stops afterwards, also when they fail.
 test: setup
 	$(CARGO) build --workspace --bins $(TEST_FEATURES)
 	$(CARGO) test --workspace $(TEST_FEATURES)
+	scripts/milvus.sh run -- $(CARGO) test -p hetvis-milvus -- --ignored
 
 demo: setup
 	$(CARGO) build --workspace --release

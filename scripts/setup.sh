@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up: a project-local venv with the native libraries hetvis links against
 # (libtorch for the trainer, ONNX Runtime for everything that embeds), the Fashion-MNIST data set, headless
-# Chromium for the web page's browser test,
+# Chromium for the web page's browser test, Milvus standalone for the Milvus backend's tests (.venv-milvus),
 # and a LIBTORCH directory that torch-sys can build against. Idempotent and fast when already done.
 #
 #   scripts/setup.sh          CPU libraries (default)
@@ -149,7 +149,22 @@ ensure_photo_bench_deps() {
   touch "$photo_stamp"
 }
 
+# Milvus standalone from PyPI in its own venv (the server package needs nothing else): the Milvus backend's tests
+# run against a real instance that scripts/milvus.sh starts and stops.
+milvus_version=2.3.5
+ensure_milvus() {
+  local mvenv="$root/.venv-milvus"
+  local milvus_stamp="$mvenv/.hetvis-milvus-$milvus_version"
+  [ -f "$milvus_stamp" ] && return
+  log "installing Milvus standalone $milvus_version into $mvenv"
+  [ -x "$mvenv/bin/python" ] || python3 -m venv "$mvenv"
+  "$mvenv/bin/python" -m pip install --disable-pip-version-check --no-input -q "milvus==$milvus_version"
+  [ -x "$mvenv/bin/milvus-server" ] || die "milvus==$milvus_version installed but $mvenv/bin/milvus-server is missing"
+  touch "$milvus_stamp"
+}
+
 ensure_fashion_mnist
+ensure_milvus
 ensure_chromium
 ensure_turbojpeg
 ensure_venv
