@@ -25,7 +25,7 @@ TEST_FEATURES := --features hetvis-models/failpoints
 test: setup
 	$(CARGO) build --workspace --bins $(TEST_FEATURES)
 	$(CARGO) test --workspace $(TEST_FEATURES)
-	scripts/milvus.sh run -- $(CARGO) test -p hetvis-milvus -- --ignored
+	scripts/milvus.sh run -- $(CARGO) test -p hetvis-milvus -p hetvis-tests $(TEST_FEATURES) -- --ignored
 
 demo: setup
 	$(CARGO) build --workspace --release

@@ -47,6 +47,8 @@ pub enum IndexError {
     Locked { path: PathBuf, holder: String },
     #[error("invalid index parameters: {0}")]
     InvalidParams(String),
+    #[error("Milvus: {0}")]
+    Milvus(String),
 }
 
 impl IndexError {

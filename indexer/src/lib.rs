@@ -14,6 +14,7 @@ pub mod flat;
 pub mod graph;
 pub mod index;
 pub mod manifest;
+pub mod milvus_store;
 pub mod npy;
 pub mod params;
 pub mod pipeline;
@@ -23,6 +24,7 @@ pub mod store;
 #[cfg(test)]
 mod test_model;
 pub mod vector;
+pub mod vector_store;
 pub mod wal;
 
 pub use atomic_dir::{Durability, WriterLock};
@@ -30,8 +32,10 @@ pub use compaction::{Compaction, CompactionPolicy};
 pub use error::IndexError;
 pub use index::{Hit, Index, Saved, SearchMode};
 pub use manifest::{GalleryModel, IndexManifest};
+pub use milvus_store::{MilvusStore, MilvusTarget};
 pub use params::HnswParams;
 pub use record::Record;
+pub use vector_store::{EmbeddedStore, VectorStore};
 
 /// The message of a caught panic (`&str` or `String` payloads), for reporting it as an error.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -33,7 +33,7 @@ fn catalog(args: &EmbedArgs) -> anyhow::Result<Catalog> {
 
 /// The run's vectors: embedded from images, or read from an `npy:` source. `taken` reports ids already in
 /// the index being extended. Fails only when not a single item could be had.
-fn vectors(
+pub fn vectors(
     args: &EmbedArgs,
     embedder: &mut Embedder,
     taken: impl Fn(&str) -> bool,

@@ -3,6 +3,7 @@
 mod build;
 mod edit;
 mod inspect;
+mod milvus;
 mod model;
 mod search;
 
@@ -22,6 +23,8 @@ struct Cli {
     /// Path to libonnxruntime.so (default: the project venv made by `make setup`).
     #[arg(long, env = runtime::ORT_LIB_ENV, global = true)]
     ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    milvus: milvus::MilvusArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,9 +79,9 @@ enum Command {
     Build {
         #[command(flatten)]
         embed: EmbedArgs,
-        /// Index directory to create.
-        #[arg(long)]
-        out: PathBuf,
+        /// Index directory to create (or --milvus URI --collection NAME).
+        #[arg(long, required_unless_present = "milvus")]
+        out: Option<PathBuf>,
         /// Replace an existing index at --out.
         #[arg(long)]
         overwrite: bool,
@@ -95,18 +98,18 @@ enum Command {
     /// Embed more images into an existing index (with the same gallery model file): appended to its
     /// write-ahead log.
     Add {
-        /// Index directory to extend.
-        #[arg(long)]
-        index: PathBuf,
+        /// Index directory to extend (or --milvus URI --collection NAME).
+        #[arg(long, required_unless_present = "milvus")]
+        index: Option<PathBuf>,
         #[command(flatten)]
         embed: EmbedArgs,
     },
     /// Remove items by id: no search returns them again, and their ids may be added anew. Their rows are
     /// reclaimed by `compact`.
     Remove {
-        /// Index directory (the removal is appended to its write-ahead log).
-        #[arg(long)]
-        index: PathBuf,
+        /// Index directory (the removal is appended to its write-ahead log), or --milvus URI --collection NAME.
+        #[arg(long, required_unless_present = "milvus")]
+        index: Option<PathBuf>,
         /// An id to remove; repeat for more.
         #[arg(long = "id", required = true)]
         ids: Vec<String>,
@@ -123,7 +126,9 @@ enum Command {
     },
     /// Check an index's files and print what it holds.
     Info {
-        index: PathBuf,
+        /// Index directory (or --milvus URI --collection NAME).
+        #[arg(required_unless_present = "milvus")]
+        index: Option<PathBuf>,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -147,11 +152,12 @@ enum Command {
     },
     /// Embed one image with a gallery or compatible query model and print its nearest gallery items.
     Search {
-        index: PathBuf,
+        /// INDEX IMAGE: the index directory and the image; with --milvus URI --collection NAME, IMAGE alone.
+        #[arg(value_name = "INDEX IMAGE", num_args = 1..=2, required = true)]
+        paths: Vec<PathBuf>,
         /// The index's gallery model, or a query model with the same compat_id.
         #[arg(long)]
         model: PathBuf,
-        image: PathBuf,
         #[arg(long, default_value_t = 10)]
         k: usize,
         /// HNSW candidate list size (default: the index's ef_search).
@@ -167,6 +173,12 @@ enum Command {
     },
 }
 
+/// Where a command's gallery lives.
+enum Place {
+    Dir(PathBuf),
+    Milvus(hetvis_indexer::MilvusTarget),
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -178,6 +190,18 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let ort_lib = cli.ort_lib.as_deref();
+    let milvus = cli.milvus.target()?;
+    // Exactly one place holds the gallery: an index directory or a Milvus collection.
+    let place = |dir: Option<PathBuf>| -> anyhow::Result<Place> {
+        match (dir, milvus.clone()) {
+            (Some(d), None) => Ok(Place::Dir(d)),
+            (None, Some(t)) => Ok(Place::Milvus(t)),
+            (Some(_), Some(_)) => anyhow::bail!("give an index directory or --milvus, not both"),
+            (None, None) => {
+                anyhow::bail!("give an index directory or --milvus URI --collection NAME")
+            }
+        }
+    };
     match cli.command {
         Command::Build {
             embed,
@@ -192,12 +216,24 @@ fn main() -> anyhow::Result<()> {
                 ef_construction,
                 ef_search,
             };
-            build::build(ort_lib, &embed, &out, overwrite, params)
+            match place(out)? {
+                Place::Dir(out) => build::build(ort_lib, &embed, &out, overwrite, params),
+                Place::Milvus(t) => milvus::build(ort_lib, &embed, &t, params),
+            }
         }
-        Command::Add { index, embed } => build::add(ort_lib, &embed, &index),
-        Command::Remove { index, ids } => edit::remove(&index, &ids),
+        Command::Add { index, embed } => match place(index)? {
+            Place::Dir(index) => build::add(ort_lib, &embed, &index),
+            Place::Milvus(t) => milvus::add(ort_lib, &embed, &t),
+        },
+        Command::Remove { index, ids } => match place(index)? {
+            Place::Dir(index) => edit::remove(&index, &ids),
+            Place::Milvus(t) => milvus::remove(&t, &ids),
+        },
         Command::Compact { index, fold_only } => edit::compact(&index, !fold_only),
-        Command::Info { index, json } => inspect::info(&index, json),
+        Command::Info { index, json } => match place(index)? {
+            Place::Dir(index) => inspect::info(&index, json),
+            Place::Milvus(t) => milvus::info(&t, json),
+        },
         Command::Verify {
             index,
             queries,
@@ -207,26 +243,33 @@ fn main() -> anyhow::Result<()> {
             json,
         } => inspect::verify(&index, queries, k, &ef, min_recall, json),
         Command::Search {
-            index,
+            paths,
             model,
-            image,
             k,
             ef,
             exact,
             json,
             runtime,
-        } => search::search(
-            ort_lib,
-            &search::Query {
-                index: &index,
+        } => {
+            // With --milvus the one path is the image; otherwise the index directory comes first.
+            let (index, image) = match (paths.as_slice(), milvus.is_some()) {
+                ([image], true) => (None, image.clone()),
+                ([index, image], false) => (Some(index.clone()), image.clone()),
+                _ => anyhow::bail!("search takes INDEX IMAGE, or IMAGE alone with --milvus"),
+            };
+            let place = place(index)?;
+            let query = search::Query {
                 model: &model,
                 image: &image,
                 k,
                 ef,
                 exact,
                 json,
-            },
-            &runtime,
-        ),
+            };
+            match place {
+                Place::Dir(index) => search::search(ort_lib, &index, &query, &runtime),
+                Place::Milvus(t) => milvus::search(ort_lib, &t, &query, &runtime),
+            }
+        }
     }
 }

@@ -10,7 +10,6 @@ use hetvis_models::preprocess::{preprocess_bytes, ImageLimits};
 use crate::{model, RuntimeArgs};
 
 pub struct Query<'a> {
-    pub index: &'a Path,
     pub model: &'a Path,
     pub image: &'a Path,
     pub k: usize,
@@ -19,10 +18,15 @@ pub struct Query<'a> {
     pub json: bool,
 }
 
-pub fn search(ort_lib: Option<&Path>, q: &Query, rt: &RuntimeArgs) -> anyhow::Result<()> {
+pub fn search(
+    ort_lib: Option<&Path>,
+    dir: &Path,
+    q: &Query,
+    rt: &RuntimeArgs,
+) -> anyhow::Result<()> {
     // The graph is read (or, for an index that stores none, rebuilt) only when this search uses it: not for
     // --exact, nor for an index small enough to be scanned.
-    let mut index = Index::open_without_graph(q.index)?;
+    let mut index = Index::open_without_graph(dir)?;
     if !q.exact && (q.ef.is_some() || index.len() > EXACT_SEARCH_MAX_LEN) {
         let (graph, how) = index.load_or_build_graph()?;
         tracing::info!(vectors = index.len(), "{how} the HNSW graph");
@@ -31,19 +35,28 @@ pub fn search(ort_lib: Option<&Path>, q: &Query, rt: &RuntimeArgs) -> anyhow::Re
     let mut model = model::load(ort_lib, q.model, rt)?;
     index
         .check_query_model(model.embedder.manifest())
-        .with_context(|| format!("{} cannot query {}", q.model.display(), q.index.display()))?;
-    let bytes = std::fs::read(q.image).with_context(|| format!("reading {}", q.image.display()))?;
-    let pre = model.embedder.manifest().preprocessing.clone();
-    let input = preprocess_bytes(&bytes, &pre, ImageLimits::default())
-        .with_context(|| format!("{}", q.image.display()))?;
-    let embedding = model.embedder.embed(&input)?;
+        .with_context(|| format!("{} cannot query {}", q.model.display(), dir.display()))?;
+    let embedding = embed_image(&mut model, q.image)?;
     let hits = match (q.exact, q.ef) {
         (true, _) => index.search_exact(&embedding, q.k)?,
         // An explicit ef asks for the graph even where the index is small enough to scan.
         (false, Some(ef)) => index.search_hnsw(&embedding, q.k, Some(ef))?,
         (false, None) => index.search(&embedding, q.k, None)?,
     };
-    if q.json {
+    print_hits(&hits, q.json)
+}
+
+/// The query image's embedding.
+pub fn embed_image(model: &mut model::LoadedModel, image: &Path) -> anyhow::Result<Vec<f32>> {
+    let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    let pre = model.embedder.manifest().preprocessing.clone();
+    let input = preprocess_bytes(&bytes, &pre, ImageLimits::default())
+        .with_context(|| format!("{}", image.display()))?;
+    Ok(model.embedder.embed(&input)?)
+}
+
+pub fn print_hits(hits: &[hetvis_indexer::Hit], json: bool) -> anyhow::Result<()> {
+    if json {
         let rows: Vec<_> = hits
             .iter()
             .map(|h| serde_json::json!({"id": h.id, "score": h.score, "label": h.label, "meta": h.meta}))
