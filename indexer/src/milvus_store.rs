@@ -42,7 +42,7 @@ struct Description {
 /// A gallery in a Milvus collection.
 pub struct MilvusStore {
     client: Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: Runtime,
     collection: String,
     manifest: IndexManifest,
 }
@@ -56,12 +56,30 @@ impl std::fmt::Debug for MilvusStore {
     }
 }
 
+/// The client's own runtime, shut down without blocking when the store is dropped: a server drops it from async
+/// code, where dropping a runtime the blocking way would panic.
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.0.as_ref().expect("present until dropped").block_on(f)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 fn milvus(e: MilvusError) -> IndexError {
     IndexError::Milvus(e.to_string())
 }
 
 impl MilvusStore {
-    fn connect(target: &MilvusTarget) -> Result<(Client, tokio::runtime::Runtime), IndexError> {
+    fn connect(target: &MilvusTarget) -> Result<(Client, Runtime), IndexError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("milvus-client")
@@ -72,7 +90,7 @@ impl MilvusStore {
             let _guard = runtime.enter();
             Client::new(&target.connect).map_err(milvus)?
         };
-        Ok((client, runtime))
+        Ok((client, Runtime(Some(runtime))))
     }
 
     /// Creates the collection for `dim`-d embeddings of `gallery`; refuses one that exists.
@@ -267,8 +285,21 @@ impl MilvusStore {
     }
 
     /// Up to `k` nearest items by Milvus's HNSW with `ef` (default: the manifest's `ef_search`). `strong` waits
-    /// for every acknowledged write to be visible.
+    /// for every acknowledged write to be visible. Blocks; async code calls [`Self::search_async`].
     pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        strong: bool,
+    ) -> Result<Vec<Hit>, IndexError> {
+        self.runtime
+            .block_on(self.search_async(query, k, ef, strong))
+    }
+
+    /// [`Self::search`] for async callers (a server's handlers). Milvus's own failures are
+    /// [`IndexError::Milvus`], which a server answers as unavailable.
+    pub async fn search_async(
         &self,
         query: &[f32],
         k: usize,
@@ -285,8 +316,9 @@ impl MilvusStore {
         }
         let ef = ef.unwrap_or(self.manifest.hnsw.ef_search);
         let mut hits = self
-            .runtime
-            .block_on(self.client.search(&self.collection, &[q], k, ef, strong))
+            .client
+            .search(&self.collection, &[q], k, ef, strong)
+            .await
             .map_err(milvus)?;
         Ok(hits
             .pop()
@@ -298,9 +330,22 @@ impl MilvusStore {
 
     /// Whether Milvus answers and says it is healthy.
     pub fn check_health(&self) -> Result<(), IndexError> {
-        self.runtime
-            .block_on(self.client.check_health())
-            .map_err(milvus)
+        self.runtime.block_on(self.check_health_async())
+    }
+
+    pub async fn check_health_async(&self) -> Result<(), IndexError> {
+        self.client.check_health().await.map_err(milvus)
+    }
+
+    /// Items in the collection as Milvus's bounded consistency sees them (the latest writes may be missing): a
+    /// cheap figure for status pages.
+    pub async fn approximate_len_async(&self) -> Result<usize, IndexError> {
+        let n = self
+            .client
+            .count(&self.collection, false)
+            .await
+            .map_err(milvus)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     /// Drops the collection (tests, and replacing a gallery on purpose).

@@ -16,9 +16,26 @@ use hetvis_models::runtime::{Device, OptLevel, SessionConfig};
     about = "hetvis heterogeneous visual search server: the query model embeds, the gallery index answers"
 )]
 pub struct ServerConfig {
-    /// Index directory built by `hetvis-index build`.
-    #[arg(long, env = "HETVIS_INDEX")]
-    pub index: PathBuf,
+    /// Index directory built by `hetvis-index build` (or --milvus URI --collection NAME).
+    #[arg(long, env = "HETVIS_INDEX", required_unless_present = "milvus")]
+    pub index: Option<PathBuf>,
+    /// Milvus address (http://host:19530): serve the gallery from a Milvus collection (built with
+    /// `hetvis-index build --milvus`) instead of an index directory. The server then keeps no gallery state, so
+    /// any number of replicas can serve one collection.
+    #[arg(long, env = "HETVIS_MILVUS", conflicts_with = "index")]
+    pub milvus: Option<String>,
+    /// The gallery's collection in Milvus.
+    #[arg(long, env = "HETVIS_COLLECTION", requires = "milvus")]
+    pub collection: Option<String>,
+    /// `user:password` or an API key, when Milvus has authentication enabled.
+    #[arg(long, env = "HETVIS_MILVUS_TOKEN", hide_env_values = true)]
+    pub milvus_token: Option<String>,
+    /// The Milvus database (default: Milvus's `default`).
+    #[arg(long, env = "HETVIS_MILVUS_DATABASE")]
+    pub milvus_database: Option<String>,
+    /// Limit of each call to Milvus in milliseconds; past it the request is answered 503.
+    #[arg(long, env = "HETVIS_MILVUS_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub milvus_timeout_ms: u64,
     /// Compact query model (ONNX) whose compat_id and dimension match the index.
     #[arg(long, env = "HETVIS_QUERY_MODEL")]
     pub query_model: PathBuf,
@@ -102,6 +119,25 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The Milvus collection to serve, when `--milvus` is given.
+    pub fn milvus_target(&self) -> Result<Option<hetvis_indexer::MilvusTarget>, String> {
+        let Some(uri) = &self.milvus else {
+            return Ok(None);
+        };
+        let collection = self
+            .collection
+            .clone()
+            .ok_or("--milvus needs --collection NAME (or HETVIS_COLLECTION)")?;
+        let mut connect = hetvis_milvus::ConnectOptions::new(uri.clone());
+        connect.token = self.milvus_token.clone();
+        connect.database = self.milvus_database.clone();
+        connect.timeout = Duration::from_millis(self.milvus_timeout_ms);
+        Ok(Some(hetvis_indexer::MilvusTarget {
+            connect,
+            collection,
+        }))
+    }
+
     pub fn compaction_policy(&self) -> CompactionPolicy {
         CompactionPolicy {
             min_log_items: self.compact_log_items,

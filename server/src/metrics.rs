@@ -13,6 +13,8 @@ pub enum Stage {
     Decode,
     Embed,
     Search,
+    /// The round trip to Milvus (a search served from a Milvus collection), also counted in `search`.
+    Milvus,
     Total,
 }
 
@@ -22,6 +24,7 @@ impl Stage {
             Stage::Decode => "decode",
             Stage::Embed => "embed",
             Stage::Search => "search",
+            Stage::Milvus => "milvus",
             Stage::Total => "total",
         }
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hetvis_indexer::{checksum, Index, IndexError, WriterLock};
+use hetvis_indexer::{checksum, Index, IndexError, MilvusStore, WriterLock};
 use hetvis_models::embed::{EmbedError, Embedder};
 use hetvis_models::preprocess::{self, Preprocessing};
 use hetvis_models::runtime::{self, RuntimeError, SessionConfig};
@@ -52,23 +52,47 @@ pub enum StartupError {
 pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
     runtime::init(config.ort_lib.as_deref())?;
     let started = Instant::now();
+    let milvus_target = config.milvus_target().map_err(|e| StartupError::Index {
+        dir: PathBuf::from("milvus"),
+        cause: IndexError::Milvus(e),
+    })?;
+    // Where the gallery is, for messages: the index directory, or `milvus:<collection>`.
+    let place = match (&milvus_target, &config.index) {
+        (Some(t), _) => PathBuf::from(format!("milvus:{}", t.collection)),
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => PathBuf::new(),
+    };
     let index_error = |cause| StartupError::Index {
-        dir: config.index.clone(),
+        dir: place.clone(),
         cause,
     };
     // A server that may change the index holds its writer lock for life (taken before reading, which also
-    // repairs what a killed writer left); a read-only server takes none.
+    // repairs what a killed writer left); a read-only server takes none. A Milvus gallery is changed with
+    // `hetvis-index --milvus`, not through the server.
     let uploads = config.admin_token.as_deref().is_some_and(|t| !t.is_empty())
-        && config.gallery_model.is_some();
+        && config.gallery_model.is_some()
+        && milvus_target.is_none();
     let writer_lock = uploads
-        .then(|| WriterLock::acquire(&config.index))
+        .then(|| WriterLock::acquire(&place))
         .transpose()
         .map_err(index_error)?;
-    let index = Index::open_without_graph(&config.index).map_err(index_error)?;
+    let (index, milvus) = match &milvus_target {
+        Some(target) => {
+            let store = MilvusStore::open(target).map_err(index_error)?;
+            // The server searches Milvus; this empty index only carries the manifest for the model checks.
+            let m = store.manifest().clone();
+            let placeholder = Index::new(m.gallery.clone(), m.dim, m.hnsw).map_err(index_error)?;
+            (placeholder, Some(Arc::new(store)))
+        }
+        None => (
+            Index::open_without_graph(&place).map_err(index_error)?,
+            None,
+        ),
+    };
     let metrics = Metrics::new()?;
     let session = config.session();
     let incompatible = |role, path: &Path| {
-        let (path, index) = (path.to_owned(), config.index.clone());
+        let (path, index) = (path.to_owned(), place.clone());
         move |cause| StartupError::Incompatible {
             role,
             path,
@@ -110,7 +134,7 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
         max_in_flight: config.max_in_flight as usize,
     };
     tracing::info!(
-        index = %config.index.display(),
+        index = %place.display(),
         vectors = index.live_len(),
         dim = index.dim(),
         query = %query.info.name,
@@ -121,7 +145,8 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
     );
     Ok(Arc::new(AppState::new(StateParts {
         index,
-        index_dir: config.index.clone(),
+        index_dir: place.clone(),
+        milvus,
         query,
         gallery,
         metrics,
@@ -204,6 +229,10 @@ fn probe_input(p: &Preprocessing) -> Vec<f32> {
 /// thread of its own (searches continue, exact, on the live index meanwhile), then installs it; rows added
 /// since the snapshot are inserted on installation.
 pub fn build_graph_in_background(state: &SharedState) {
+    if state.milvus.is_some() {
+        // Milvus holds the gallery and its HNSW index.
+        return;
+    }
     build_in_background(state, |shared| {
         if hetvis_models::failpoint::fail("graph-build") {
             panic!("injected failure of the graph build");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hetvis_indexer::{CompactionPolicy, Index, WriterLock};
+use hetvis_indexer::{CompactionPolicy, Index, MilvusStore, WriterLock};
 use hetvis_models::manifest::{ModelManifest, Role};
 use hetvis_models::preprocess::{ImageLimits, Preprocessing};
 use hetvis_models::runtime::Provider;
@@ -102,6 +102,9 @@ pub struct Limits {
 
 pub struct AppState {
     index: RwLock<Index>,
+    /// With `--milvus`, the collection searches go to (the `index` above is then an empty placeholder holding the
+    /// manifest): the server keeps no gallery state.
+    pub milvus: Option<Arc<MilvusStore>>,
     pub index_dir: PathBuf,
     pub query: LoadedModel,
     pub gallery: Option<LoadedModel>,
@@ -137,6 +140,7 @@ pub type SharedState = Arc<AppState>;
 /// The parts [`AppState::new`] takes.
 pub struct StateParts {
     pub index: Index,
+    pub milvus: Option<Arc<MilvusStore>>,
     pub index_dir: PathBuf,
     pub query: LoadedModel,
     pub gallery: Option<LoadedModel>,
@@ -163,6 +167,7 @@ impl AppState {
         };
         Self {
             index: RwLock::new(p.index),
+            milvus: p.milvus,
             index_dir: p.index_dir,
             query: p.query,
             gallery: p.gallery,

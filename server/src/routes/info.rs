@@ -57,6 +57,29 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
         query_vector.get_or_insert(e.vectors);
     }
     let v = query_vector.unwrap_or_default();
+    if let Some(store) = &state.milvus {
+        // Milvus answers a health check and a real search with the probe's embedding.
+        store
+            .check_health_async()
+            .await
+            .map_err(|e| unavailable("Milvus", &e))?;
+        store
+            .search_async(&v, 1, None, false)
+            .await
+            .map_err(|e| unavailable("Milvus search", &e))?;
+        let size = store
+            .approximate_len_async()
+            .await
+            .map_err(|e| unavailable("Milvus count", &e))?;
+        return Ok(json!({
+            "status": "ready",
+            "backend": "milvus",
+            "milvus": store.uri(),
+            "collection": store.collection(),
+            "index_size": size,
+            "graph": "milvus",
+        }));
+    }
     let shared = state.clone();
     let (size, removed, log, hits) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
@@ -78,6 +101,7 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
     let graph = state.graph_state();
     let mut body = json!({
         "status": "ready",
+        "backend": "embedded",
         "index_size": size,
         "removed_rows": removed,
         "log": log_json(&log),
@@ -117,6 +141,11 @@ pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::V
         )
     })
     .await?;
+    // With Milvus the placeholder index is empty: the collection's own count (null when Milvus is down).
+    let size = match &state.milvus {
+        Some(store) => store.approximate_len_async().await.ok(),
+        None => Some(size),
+    };
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "provider": state.query.info.provider,
@@ -136,6 +165,10 @@ pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::V
             "gallery_model": manifest.gallery,
             "hnsw": manifest.hnsw,
             "graph": state.graph_state(),
+        },
+        "backend": match &state.milvus {
+            Some(store) => json!({"kind": "milvus", "milvus": store.uri(), "collection": store.collection()}),
+            None => json!({"kind": "embedded"}),
         },
         "limits": state.limits,
         "gallery_uploads": state.admin_token.is_some() && state.gallery.is_some(),

@@ -221,8 +221,38 @@ pub async fn search(
     let embed = ms(t);
 
     let t = Instant::now();
-    let shared = state.clone();
     let max_ef = state.limits.max_ef;
+    if let Some(store) = &state.milvus {
+        // Milvus holds the gallery: one round trip, its failures a 503 (the server itself is fine).
+        let ef = effective_ef(ef, store.manifest().hnsw.ef_search, max_ef);
+        let hits = store
+            .search_async(&embedded.vectors, k, Some(ef), false)
+            .await
+            .map_err(|e| match e {
+                hetvis_indexer::IndexError::Milvus(why) => {
+                    ApiError::Unavailable(format!("the gallery (Milvus) is unavailable: {why}"))
+                }
+                other => ApiError::Internal(format!("search failed: {other}")),
+            })?;
+        drop(admitted);
+        let search = ms(t);
+        state
+            .metrics
+            .stage(Stage::Milvus, mode.label())
+            .observe(search / 1e3);
+        return Ok(respond(
+            &state,
+            model,
+            mode,
+            k,
+            embedded.batch_images,
+            hits,
+            true,
+            [decode, embed, search],
+            started,
+        ));
+    }
+    let shared = state.clone();
     let (hits, graph) = tokio::task::spawn_blocking(move || {
         let _work = admitted;
         let index = shared.read_index();
@@ -234,7 +264,32 @@ pub async fn search(
     .await?
     .map_err(|e| ApiError::Internal(format!("search failed: {e}")))?;
     let search = ms(t);
+    Ok(respond(
+        &state,
+        model,
+        mode,
+        k,
+        embedded.batch_images,
+        hits,
+        graph,
+        [decode, embed, search],
+        started,
+    ))
+}
 
+/// The answer and the stage metrics of a finished search.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    state: &SharedState,
+    model: &LoadedModel,
+    mode: Mode,
+    k: usize,
+    batch_images: usize,
+    hits: Vec<hetvis_indexer::Hit>,
+    graph: bool,
+    [decode, embed, search]: [f64; 3],
+    started: Instant,
+) -> Json<SearchResponse> {
     let total = ms(started);
     let m = mode.label();
     for (stage, v) in [
@@ -245,12 +300,12 @@ pub async fn search(
     ] {
         state.metrics.stage(stage, m).observe(v / 1e3);
     }
-    Ok(Json(SearchResponse {
+    Json(SearchResponse {
         results: hits.into_iter().map(HitJson::from).collect(),
         model: model.info.clone(),
         mode,
         k,
-        batch_images: embedded.batch_images,
+        batch_images,
         graph,
         timings_ms: Timings {
             decode,
@@ -258,7 +313,7 @@ pub async fn search(
             search,
             total,
         },
-    }))
+    })
 }
 
 #[cfg(test)]
