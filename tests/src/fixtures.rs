@@ -55,6 +55,18 @@ pub fn png(seed: u32) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A labelled image folder `root/name/c<i mod 3>/<i>.png` for `i` in `range` (ids are those relative paths,
+/// labels the class folders), each image with its own content.
+pub fn image_folder(root: &Path, name: &str, range: std::ops::Range<u32>) -> PathBuf {
+    let dir = root.join(name);
+    for i in range {
+        let path = dir.join(format!("c{}/{i:02}.png", i % 3));
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("image folder");
+        std::fs::write(path, png(i)).expect("image file");
+    }
+    dir
+}
+
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }

@@ -1,7 +1,7 @@
 //! `hetvis-index` on a Milvus collection, against the real Milvus 2.3.5 that `make test` starts
 //! (scripts/milvus.sh, address in HETVIS_TEST_MILVUS). Marked ignored because it needs that server.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hetvis_indexer::{MilvusStore, MilvusTarget};
 use hetvis_milvus::ConnectOptions;
@@ -22,17 +22,6 @@ fn target(collection: &str) -> MilvusTarget {
         connect: ConnectOptions::new(milvus()),
         collection: collection.into(),
     }
-}
-
-/// Images `c<i mod 3>/<i>.png` for `i` in `range` (the id is the path), each with its own content.
-fn gallery_folder(root: &Path, name: &str, range: std::ops::Range<u32>) -> PathBuf {
-    let dir = root.join(name);
-    for i in range {
-        let path = dir.join(format!("c{}/{i:02}.png", i % 3));
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, fixtures::png(i)).unwrap();
-    }
-    dir
 }
 
 fn hetvis_index(args: &[&str]) -> std::process::Output {
@@ -56,7 +45,7 @@ fn build_search_add_remove_on_a_milvus_collection() {
     let query = fixtures::model(tmp.path(), "query", Role::Query, "space-1", 2, DIM);
     let other_space = fixtures::model(tmp.path(), "other", Role::Query, "space-2", 3, DIM);
     let retrained = fixtures::model(tmp.path(), "retrained", Role::Gallery, "space-1", 4, DIM);
-    let folder = gallery_folder(tmp.path(), "gallery", 0..24);
+    let folder = fixtures::image_folder(tmp.path(), "gallery", 0..24);
     std::fs::write(folder.join("c0/broken.png"), b"not a png").unwrap();
     let uri = milvus();
     let collection = "hetvis_cli_test";
@@ -121,7 +110,7 @@ fn build_search_add_remove_on_a_milvus_collection() {
     );
 
     // Adding: new ids go in, ids already there are skipped, another gallery model file is refused.
-    let more = gallery_folder(tmp.path(), "more", 100..104);
+    let more = fixtures::image_folder(tmp.path(), "more", 100..104);
     let add = |model: &Path, source: &Path| {
         let mut a = vec![
             "add",

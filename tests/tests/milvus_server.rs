@@ -51,12 +51,7 @@ fn servers_on_one_milvus_collection_agree_and_survive_a_milvus_restart() {
     let gallery = fixtures::model(tmp.path(), "gallery", Role::Gallery, "space-1", 1, DIM);
     let query = fixtures::model(tmp.path(), "query", Role::Query, "space-1", 2, DIM);
     let other = fixtures::model(tmp.path(), "other", Role::Query, "space-2", 3, DIM);
-    let folder = tmp.path().join("gallery");
-    for i in 0..24u32 {
-        let p = folder.join(format!("c{}/{i:02}.png", i % 3));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, fixtures::png(i)).unwrap();
-    }
+    let folder = fixtures::image_folder(tmp.path(), "gallery", 0..24);
     let collection = "hetvis_server_test";
     let target = MilvusTarget {
         connect: ConnectOptions::new(uri.clone()),
