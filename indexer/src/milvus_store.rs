@@ -268,6 +268,34 @@ impl MilvusStore {
             .map_err(milvus)
     }
 
+    /// Waits until Milvus's HNSW index covers `rows` rows (it builds in the background after a flush, and its
+    /// row counts lag behind), so that searches measure the index and not a scan of unindexed segments.
+    pub fn wait_index_built(&self, rows: usize, limit: Duration) -> Result<(), IndexError> {
+        let started = std::time::Instant::now();
+        loop {
+            let (indexed, total) = self
+                .runtime
+                .block_on(self.client.index_progress(&self.collection))
+                .map_err(milvus)?;
+            if total >= rows as u64 && indexed >= total {
+                // Built; now served through it by the query nodes (a hand-over that follows the build).
+                let (served, loaded) = self
+                    .runtime
+                    .block_on(self.client.served_rows(&self.collection))
+                    .map_err(milvus)?;
+                if loaded >= rows as u64 && served >= loaded {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > limit {
+                return Err(IndexError::Milvus(format!(
+                    "after {limit:?} the index covers {indexed} of {total} rows, not all served through it"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Removes items by id; returns the ids that were not in the collection.
     pub fn remove(&self, ids: &[String]) -> Result<Vec<String>, IndexError> {
         let present = self.present(ids)?;

@@ -338,6 +338,56 @@ impl Client {
         Ok(usize::try_from(r.delete_cnt).unwrap_or(0))
     }
 
+    /// Rows the vector index covers, and rows in the collection (Milvus builds the index in the background).
+    pub async fn index_progress(&self, name: &str) -> Result<(u64, u64), MilvusError> {
+        let r = self
+            .inner
+            .clone()
+            .describe_index(self.request(pb::DescribeIndexRequest {
+                collection_name: name.into(),
+                field_name: VECTOR_FIELD.into(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.rpc_error("describe_index", e))?
+            .into_inner();
+        check("describe_index", r.status.as_ref())?;
+        let d = r
+            .index_descriptions
+            .first()
+            .ok_or_else(|| MilvusError::Malformed {
+                what: "describe_index".into(),
+                reason: "no index".into(),
+            })?;
+        let n = |x: i64| u64::try_from(x).unwrap_or(0);
+        Ok((n(d.indexed_rows), n(d.total_rows)))
+    }
+
+    /// Rows in the segments the query nodes serve, and how many of those rows they serve through the vector
+    /// index (the rest is scanned, or searched through an interim index while the built one is handed over).
+    pub async fn served_rows(&self, name: &str) -> Result<(u64, u64), MilvusError> {
+        let r = self
+            .inner
+            .clone()
+            .get_query_segment_info(self.request(pb::GetQuerySegmentInfoRequest {
+                collection_name: name.into(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| self.rpc_error("get_query_segment_info", e))?
+            .into_inner();
+        check("get_query_segment_info", r.status.as_ref())?;
+        let n = |x: i64| u64::try_from(x).unwrap_or(0);
+        let total = r.infos.iter().map(|i| n(i.num_rows)).sum();
+        let indexed = r
+            .infos
+            .iter()
+            .filter(|i| i.index_id != 0 || !i.index_name.is_empty())
+            .map(|i| n(i.num_rows))
+            .sum();
+        Ok((indexed, total))
+    }
+
     /// Seals the collection's growing data (after a bulk insert), so its count and index cover it.
     pub async fn flush(&self, name: &str) -> Result<(), MilvusError> {
         let r = self
