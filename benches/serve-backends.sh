@@ -35,9 +35,9 @@ serve milvus 18082 --milvus "$uri" --collection fm_serve_backends
 for port in 18081 18082; do
   until curl -fsS "http://127.0.0.1:$port/readyz" 2>/dev/null | grep -q '"graph":"\(ready\|milvus\)"'; do sleep 1; done
 done
-for round in 1 2; do
+for pass in 1 2; do
   for b in embedded:18081 milvus:18082; do
     target/release/serve-load --url "http://127.0.0.1:${b#*:}" --modes query --concurrency 1,8 \
-      --requests 2000 --seconds 20 --json "$out/${b%%:*}-$round.json"
+      --requests 2000 --seconds 20 --json "$out/${b%%:*}-$pass.json"
   done
 done
