@@ -1,5 +1,6 @@
 //! Shared helpers for hetvis benchmarks.
 
+pub mod disk;
 pub mod gallery_model;
 pub mod load;
 pub mod process;

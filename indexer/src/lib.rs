@@ -35,7 +35,7 @@ pub use manifest::{GalleryModel, IndexManifest};
 pub use milvus_store::{MilvusStore, MilvusTarget};
 pub use params::HnswParams;
 pub use record::Record;
-pub use vector_store::{EmbeddedStore, VectorStore};
+pub use vector_store::{EmbeddedStore, GallerySearch, VectorStore};
 
 /// The message of a caught panic (`&str` or `String` payloads), for reporting it as an error.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -257,6 +257,9 @@ impl MilvusStore {
                 }
             }
             added += batch.len();
+            if (added / INSERT_BATCH).is_multiple_of(10) || added == rows.len() {
+                tracing::info!(added, total = rows.len(), collection = %self.collection, "inserted into Milvus");
+            }
         }
         Ok(added)
     }
@@ -293,6 +296,32 @@ impl MilvusStore {
                 )));
             }
             std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Every stored (id, unit vector), in id order, read in pages of `page` rows (for a recall check against
+    /// exact search; it holds the whole collection in memory). `progress` sees the rows read so far.
+    pub fn scan_vectors(
+        &self,
+        page: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<(String, Vec<f32>)>, IndexError> {
+        let mut rows: Vec<(String, Vec<f32>)> = Vec::new();
+        loop {
+            let after = rows.last().map_or("", |(id, _)| id.as_str()).to_owned();
+            let next = self
+                .runtime
+                .block_on(
+                    self.client
+                        .rows_after(&self.collection, &after, page.max(1), self.dim()),
+                )
+                .map_err(milvus)?;
+            let done = next.len() < page.max(1);
+            rows.extend(next);
+            progress(rows.len());
+            if done {
+                return Ok(rows);
+            }
         }
     }
 

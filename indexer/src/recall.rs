@@ -25,19 +25,46 @@ pub struct GroundTruth {
 }
 
 pub fn ground_truth(index: &Index, queries: &[Vec<f32>], k: usize) -> GroundTruth {
-    let answers: Vec<(usize, f32)> = queries
+    let answers: Vec<Vec<f32>> = queries
         .par_iter()
         .map(|q| {
-            let hits = index
+            index
                 .search_rows(q, k, None, SearchMode::Exact)
-                .unwrap_or_default();
-            (hits.len(), hits.last().map_or(f32::INFINITY, |h| h.score))
+                .unwrap_or_default()
+                .iter()
+                .map(|h| h.score)
+                .collect()
         })
         .collect();
-    GroundTruth {
-        k,
-        expected: answers.iter().map(|a| a.0).collect(),
-        kth_scores: answers.iter().map(|a| a.1).collect(),
+    GroundTruth::from_exact_scores(&answers, k)
+}
+
+impl GroundTruth {
+    /// From each query's exact top-`k` scores, best first (from any exact search: a flat scan of vectors read
+    /// from another engine, for instance).
+    pub fn from_exact_scores(answers: &[Vec<f32>], k: usize) -> Self {
+        Self {
+            k,
+            expected: answers.iter().map(Vec::len).collect(),
+            kth_scores: answers
+                .iter()
+                .map(|a| a.last().copied().unwrap_or(f32::INFINITY))
+                .collect(),
+        }
+    }
+
+    /// Recall of query `i` from the scores of what a search returned: a hit counts when it reaches the k-th exact
+    /// score, less `tolerance` (ties; an engine that sums in another order rounds differently).
+    pub fn recall_of(&self, i: usize, returned: &[f32], tolerance: f32) -> f64 {
+        let expected = self.expected[i];
+        if expected == 0 {
+            return 1.0;
+        }
+        let good = returned
+            .iter()
+            .filter(|&&s| s >= self.kth_scores[i] - tolerance)
+            .count();
+        good.min(expected) as f64 / expected as f64
     }
 }
 
@@ -47,18 +74,13 @@ pub fn recall_at_k(index: &Index, queries: &[Vec<f32>], truth: &GroundTruth, ef:
         .par_iter()
         .enumerate()
         .map(|(i, q)| {
-            let expected = truth.expected[i];
-            if expected == 0 {
-                return 1.0;
-            }
-            let hits = index
+            let scores: Vec<f32> = index
                 .search_rows(q, truth.k, Some(ef), SearchMode::Hnsw)
-                .unwrap_or_default();
-            let good = hits
+                .unwrap_or_default()
                 .iter()
-                .filter(|h| h.score >= truth.kth_scores[i] - TIE_TOLERANCE)
-                .count();
-            good.min(expected) as f64 / expected as f64
+                .map(|h| h.score)
+                .collect();
+            truth.recall_of(i, &scores, TIE_TOLERANCE)
         })
         .collect();
     per_query.iter().sum::<f64>() / per_query.len().max(1) as f64
@@ -92,5 +114,17 @@ mod tests {
         assert_eq!(recall_at_k(&idx, &queries, &truth, 229), 1.0);
         assert_eq!(sample_rows(10, 4), vec![0, 2, 5, 7]);
         assert_eq!(sample_rows(3, 10), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn recall_from_scores_counts_hits_reaching_the_kth_exact_score() {
+        let truth = GroundTruth::from_exact_scores(&[vec![0.9, 0.8, 0.7], vec![]], 3);
+        assert_eq!(truth.recall_of(0, &[0.9, 0.8, 0.7], 0.0), 1.0);
+        assert!((truth.recall_of(0, &[0.9, 0.8, 0.5], 0.0) - 2.0 / 3.0).abs() < 1e-12);
+        // Within the tolerance counts (another engine's rounding), beyond it does not.
+        assert_eq!(truth.recall_of(0, &[0.9, 0.8, 0.69999], 1e-4), 1.0);
+        assert!(truth.recall_of(0, &[0.9, 0.8, 0.69], 1e-4) < 1.0);
+        // A query with no exact neighbours is trivially answered.
+        assert_eq!(truth.recall_of(1, &[], 0.0), 1.0);
     }
 }

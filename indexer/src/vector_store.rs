@@ -1,17 +1,23 @@
-//! [`VectorStore`]: what the command line (and, next, the server) needs of a gallery, whichever engine holds
-//! it: the embedded index directory ([`EmbeddedStore`] around [`Index`]) or a Milvus collection
-//! ([`MilvusStore`]). Changes through it are durable when they return.
+//! The gallery behind one interface, whichever engine holds it: an index directory ([`Index`], or
+//! [`EmbeddedStore`] when it is opened for changing) or a Milvus collection ([`MilvusStore`]).
+//!
+//! [`GallerySearch`] is what querying needs (the manifest that the model checks use, counts, search);
+//! [`VectorStore`] adds durable changes. `hetvis-index` and the benchmarks work through them.
+
+use hetvis_models::manifest::ModelManifest;
 
 use crate::atomic_dir::WriterLock;
 use crate::compaction::{self, CompactionPolicy};
+use crate::compat;
 use crate::error::IndexError;
 use crate::index::{Hit, Index};
 use crate::manifest::IndexManifest;
 use crate::milvus_store::MilvusStore;
 use crate::record::Record;
 
-pub trait VectorStore: Send {
-    /// The embedding space, dimension and HNSW parameters (model checks use it as for an index directory).
+/// A gallery that can be searched.
+pub trait GallerySearch {
+    /// The embedding space, dimension and HNSW parameters.
     fn manifest(&self) -> &IndexManifest;
     /// Items a search can return.
     fn live_len(&self) -> Result<usize, IndexError>;
@@ -19,23 +25,62 @@ pub trait VectorStore: Send {
     fn present(&self, ids: &[String]) -> Result<Vec<String>, IndexError>;
     /// Up to `k` nearest items, best first (`ef`: HNSW candidate list, default the manifest's).
     fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>, IndexError>;
-    /// Adds new items (ids must be new), durably; returns how many.
+
+    /// A model whose embeddings can be searched here (same embedding space and dimension).
+    fn check_query_model(&self, model: &ModelManifest) -> Result<(), IndexError> {
+        compat::check_query_model(self.manifest(), model)
+    }
+
+    /// The model that may add here: the very gallery model file that built the gallery.
+    fn check_gallery_model(&self, model: &ModelManifest, sha256: &str) -> Result<(), IndexError> {
+        compat::check_gallery_model(self.manifest(), model, sha256)
+    }
+}
+
+/// A gallery that can be changed; every change is durable when it returns.
+pub trait VectorStore: GallerySearch + Send {
+    /// Adds new items (ids must be new); returns how many.
     fn add(&mut self, items: Vec<(Record, Vec<f32>)>) -> Result<usize, IndexError>;
-    /// Removes items by id, durably; returns the ids that were not there.
+    /// Removes items by id; returns the ids that were not there.
     fn remove(&mut self, ids: &[String]) -> Result<Vec<String>, IndexError>;
+    /// After a run of changes: an index directory compacts when its policy says so; Milvus seals what was
+    /// inserted, so that counts and its index cover it.
+    fn settle(&mut self) -> Result<(), IndexError>;
     /// Where the gallery lives, for messages.
     fn location(&self) -> String;
 }
 
-/// An index directory opened for changing: its writer lock is held for the store's life.
+impl GallerySearch for Index {
+    fn manifest(&self) -> &IndexManifest {
+        Index::manifest(self)
+    }
+
+    fn live_len(&self) -> Result<usize, IndexError> {
+        Ok(Index::live_len(self))
+    }
+
+    fn present(&self, ids: &[String]) -> Result<Vec<String>, IndexError> {
+        Ok(ids
+            .iter()
+            .filter(|id| self.contains_id(id))
+            .cloned()
+            .collect())
+    }
+
+    fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>, IndexError> {
+        Index::search(self, query, k, ef)
+    }
+}
+
+/// An index directory opened for changing: its writer lock is held for the store's life, and its graph is not
+/// loaded (changes need none; searches are exact until [`EmbeddedStore::load_graph`]).
 pub struct EmbeddedStore {
     index: Option<Index>,
     lock: WriterLock,
 }
 
 impl EmbeddedStore {
-    /// Takes the writer lock, then opens the index without its graph (searches are exact until
-    /// [`EmbeddedStore::load_graph`]; changes need no graph).
+    /// Takes the writer lock before reading, so no other writer's changes can be missed by this one.
     pub fn open(dir: &std::path::Path) -> Result<Self, IndexError> {
         let lock = WriterLock::acquire(dir)?;
         let index = Index::open_without_graph(dir)?;
@@ -64,24 +109,30 @@ impl EmbeddedStore {
             .expect("the index is only taken during a compaction")
     }
 
-    /// Compacts when the default policy says so.
-    pub fn compact_if_due(&mut self) -> Result<(), IndexError> {
-        if let Some(kind) = CompactionPolicy::default().due(self.index()) {
-            let index = self.index.take().expect("present");
-            match compaction::run(index, &self.lock, kind) {
-                Ok((index, _)) => self.index = Some(index),
-                Err(e) => {
-                    // The directory is as it was (a compaction replaces it atomically): reopen it.
-                    self.index = Some(Index::open_without_graph(self.lock.target())?);
-                    return Err(e);
-                }
+    pub fn dir(&self) -> &std::path::Path {
+        self.lock.target()
+    }
+
+    /// Compacts with `kind` (see [`compaction::run`]); on failure the directory is as it was and is reopened.
+    pub fn compact(
+        &mut self,
+        kind: compaction::Compaction,
+    ) -> Result<crate::atomic_dir::Durability, IndexError> {
+        let index = self.index.take().expect("present");
+        match compaction::run(index, &self.lock, kind) {
+            Ok((index, durability)) => {
+                self.index = Some(index);
+                Ok(durability)
+            }
+            Err(e) => {
+                self.index = Some(Index::open_without_graph(self.lock.target())?);
+                Err(e)
             }
         }
-        Ok(())
     }
 }
 
-impl VectorStore for EmbeddedStore {
+impl GallerySearch for EmbeddedStore {
     fn manifest(&self) -> &IndexManifest {
         self.index().manifest()
     }
@@ -91,17 +142,15 @@ impl VectorStore for EmbeddedStore {
     }
 
     fn present(&self, ids: &[String]) -> Result<Vec<String>, IndexError> {
-        Ok(ids
-            .iter()
-            .filter(|id| self.index().contains_id(id))
-            .cloned()
-            .collect())
+        GallerySearch::present(self.index(), ids)
     }
 
     fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>, IndexError> {
         self.index().search(query, k, ef)
     }
+}
 
+impl VectorStore for EmbeddedStore {
     fn add(&mut self, items: Vec<(Record, Vec<f32>)>) -> Result<usize, IndexError> {
         let n = items.len();
         let lock = &self.lock;
@@ -122,12 +171,29 @@ impl VectorStore for EmbeddedStore {
         Ok(missing)
     }
 
+    fn settle(&mut self) -> Result<(), IndexError> {
+        if let Some(kind) = CompactionPolicy::default().due(self.index()) {
+            let before = self.index().log_stats();
+            let started = std::time::Instant::now();
+            let durability = self.compact(kind)?;
+            tracing::info!(
+                ?kind,
+                changes = before.changes,
+                log_bytes = before.bytes,
+                seconds = started.elapsed().as_secs_f64(),
+                ?durability,
+                "compacted"
+            );
+        }
+        Ok(())
+    }
+
     fn location(&self) -> String {
         self.lock.target().display().to_string()
     }
 }
 
-impl VectorStore for MilvusStore {
+impl GallerySearch for MilvusStore {
     fn manifest(&self) -> &IndexManifest {
         MilvusStore::manifest(self)
     }
@@ -143,7 +209,9 @@ impl VectorStore for MilvusStore {
     fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>, IndexError> {
         MilvusStore::search(self, query, k, ef, true)
     }
+}
 
+impl VectorStore for MilvusStore {
     fn add(&mut self, items: Vec<(Record, Vec<f32>)>) -> Result<usize, IndexError> {
         MilvusStore::add(self, items)
     }
@@ -152,7 +220,69 @@ impl VectorStore for MilvusStore {
         MilvusStore::remove(self, ids)
     }
 
+    fn settle(&mut self) -> Result<(), IndexError> {
+        self.flush()
+    }
+
     fn location(&self) -> String {
-        format!("Milvus {} collection {}", self.uri(), self.collection())
+        format!("{} collection {}", self.uri(), self.collection())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::GalleryModel;
+    use crate::params::HnswParams;
+
+    fn record(id: &str) -> Record {
+        Record::new(id)
+    }
+
+    fn gallery() -> GalleryModel {
+        GalleryModel {
+            name: "g".into(),
+            compat_id: "space".into(),
+            sha256: "abc".into(),
+        }
+    }
+
+    #[test]
+    fn an_index_directory_through_the_interface() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::new(gallery(), 2, HnswParams::default()).unwrap();
+        index.add(vec![(record("a"), vec![1.0, 0.0])]).unwrap();
+        let _ = index.save_exclusive(dir.path()).unwrap();
+
+        let mut store: Box<dyn VectorStore> = Box::new(EmbeddedStore::open(dir.path()).unwrap());
+        assert_eq!(store.add(vec![(record("b"), vec![0.0, 1.0])]).unwrap(), 1);
+        assert_eq!(
+            store.remove(&["a".into(), "zz".into()]).unwrap(),
+            vec!["zz".to_owned()]
+        );
+        store.settle().unwrap();
+        assert_eq!(store.live_len().unwrap(), 1);
+        assert_eq!(
+            store.present(&["a".into(), "b".into()]).unwrap(),
+            vec!["b".to_owned()]
+        );
+        assert_eq!(store.search(&[0.1, 1.0], 1, None).unwrap()[0].id, "b");
+        drop(store);
+
+        // Durable: a reader opening the directory sees the same.
+        let reopened = Index::open(dir.path()).unwrap();
+        let reader: &dyn GallerySearch = &reopened;
+        assert_eq!(reader.live_len().unwrap(), 1);
+        assert_eq!(reader.search(&[0.1, 1.0], 1, None).unwrap()[0].id, "b");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_a_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::new(gallery(), 2, HnswParams::default()).unwrap();
+        index.add(vec![(record("a"), vec![1.0, 0.0])]).unwrap();
+        let _ = index.save_exclusive(dir.path()).unwrap();
+        let _store = EmbeddedStore::open(dir.path()).unwrap();
+        assert!(EmbeddedStore::open(dir.path()).is_err());
     }
 }

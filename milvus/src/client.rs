@@ -467,6 +467,44 @@ impl Client {
         convert::string_column(&fields, ID_FIELD)
     }
 
+    /// Up to `limit` stored rows (id and vector) with ids after `after`, in id order: a page of a full scan,
+    /// the next starting after the last id of this one. Milvus answers queries merged by primary key; a page that
+    /// is not in order is refused rather than letting a scan skip rows.
+    pub async fn rows_after(
+        &self,
+        name: &str,
+        after: &str,
+        limit: usize,
+        dim: usize,
+    ) -> Result<Vec<(String, Vec<f32>)>, MilvusError> {
+        let fields = self
+            .query_limited(
+                name,
+                &convert::ids_after_expr(after),
+                &[ID_FIELD, VECTOR_FIELD],
+                true,
+                Some(limit),
+            )
+            .await?;
+        let ids = convert::string_column(&fields, ID_FIELD)?;
+        let vectors = convert::vector_column(&fields, VECTOR_FIELD, dim)?;
+        if ids.len() != vectors.len() {
+            return Err(crate::convert::malformed(
+                "query",
+                format!("{} ids but {} vectors", ids.len(), vectors.len()),
+            ));
+        }
+        if ids.windows(2).any(|w| w[0] >= w[1])
+            || ids.first().is_some_and(|id| id.as_str() <= after)
+        {
+            return Err(crate::convert::malformed(
+                "query",
+                "a page of rows not in id order",
+            ));
+        }
+        Ok(ids.into_iter().zip(vectors).collect())
+    }
+
     async fn query(
         &self,
         name: &str,
@@ -474,17 +512,33 @@ impl Client {
         output: &[&str],
         strong: bool,
     ) -> Result<Vec<crate::proto::schema::FieldData>, MilvusError> {
+        self.query_limited(name, expr, output, strong, None).await
+    }
+
+    async fn query_limited(
+        &self,
+        name: &str,
+        expr: &str,
+        output: &[&str],
+        strong: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<crate::proto::schema::FieldData>, MilvusError> {
         let r = self
             .inner
             .clone()
-            .query(self.request(pb::QueryRequest {
-                collection_name: name.into(),
-                expr: expr.into(),
-                output_fields: output.iter().map(|s| s.to_string()).collect(),
-                consistency_level: consistency(strong) as i32,
-                use_default_consistency: false,
-                ..Default::default()
-            }))
+            .query(
+                self.request(pb::QueryRequest {
+                    collection_name: name.into(),
+                    expr: expr.into(),
+                    output_fields: output.iter().map(|s| s.to_string()).collect(),
+                    query_params: limit
+                        .map(|n| vec![kv("limit", n.to_string())])
+                        .unwrap_or_default(),
+                    consistency_level: consistency(strong) as i32,
+                    use_default_consistency: false,
+                    ..Default::default()
+                }),
+            )
             .await
             .map_err(|e| self.rpc_error("query", e))?
             .into_inner();

@@ -26,7 +26,7 @@ pub fn check(what: &str, status: Option<&Status>) -> Result<(), MilvusError> {
     }
 }
 
-fn malformed(what: &str, reason: impl Into<String>) -> MilvusError {
+pub(crate) fn malformed(what: &str, reason: impl Into<String>) -> MilvusError {
     MilvusError::Malformed {
         what: what.to_owned(),
         reason: reason.into(),
@@ -40,6 +40,14 @@ pub fn ids_expr(ids: &[String]) -> String {
         .map(|id| serde_json::Value::String(id.clone()).to_string())
         .collect();
     format!("{ID_FIELD} in [{}]", quoted.join(","))
+}
+
+/// Rows whose id sorts after `after` (every id is non-empty, so `""` starts at the beginning).
+pub fn ids_after_expr(after: &str) -> String {
+    format!(
+        "{ID_FIELD} > {}",
+        serde_json::Value::String(after.to_owned())
+    )
 }
 
 /// Rows as the four columns of a gallery collection.
@@ -131,6 +139,31 @@ pub fn string_column(fields: &[FieldData], name: &str) -> Result<Vec<String>, Mi
         Some(scalar_field::Data::StringData(s)) => Ok(s.data.clone()),
         None if fields.is_empty() => Ok(Vec::new()),
         _ => Err(malformed("query", format!("no string column {name}"))),
+    }
+}
+
+/// A FLOAT_VECTOR output column of `dim`-d vectors, one per row.
+pub fn vector_column(
+    fields: &[FieldData],
+    name: &str,
+    dim: usize,
+) -> Result<Vec<Vec<f32>>, MilvusError> {
+    let column = fields.iter().find(|f| f.field_name == name);
+    match column.and_then(|f| match &f.field {
+        Some(field_data::Field::Vectors(v)) => Some(v),
+        _ => None,
+    }) {
+        Some(v) => match &v.data {
+            Some(vector_field::Data::FloatVector(a)) if dim > 0 && a.data.len() % dim == 0 => {
+                Ok(a.data.chunks(dim).map(<[f32]>::to_vec).collect())
+            }
+            _ => Err(malformed(
+                "query",
+                format!("column {name} is no float vector column of dimension {dim}"),
+            )),
+        },
+        None if fields.is_empty() => Ok(Vec::new()),
+        None => Err(malformed("query", format!("no vector column {name}"))),
     }
 }
 
@@ -250,6 +283,38 @@ mod tests {
             ids_expr(&["a".into(), "b\"c".into()]),
             r#"id in ["a","b\"c"]"#
         );
+    }
+
+    #[test]
+    fn scan_pages_start_after_the_last_id() {
+        assert_eq!(ids_after_expr(""), r#"id > """#);
+        assert_eq!(ids_after_expr("a\"b"), r#"id > "a\"b""#);
+    }
+
+    #[test]
+    fn vector_columns_split_by_dimension() {
+        let rows = vec![
+            Row {
+                id: "a".into(),
+                vector: vec![1.0, 2.0],
+                label: None,
+                meta: None,
+            },
+            Row {
+                id: "b".into(),
+                vector: vec![3.0, 4.0],
+                label: None,
+                meta: None,
+            },
+        ];
+        let fields = columns(&rows).unwrap();
+        assert_eq!(
+            vector_column(&fields, VECTOR_FIELD, 2).unwrap(),
+            vec![vec![1.0, 2.0], vec![3.0, 4.0]]
+        );
+        assert!(vector_column(&fields, VECTOR_FIELD, 3).is_err());
+        assert!(vector_column(&fields, "other", 2).is_err());
+        assert!(vector_column(&[], VECTOR_FIELD, 2).unwrap().is_empty());
     }
 
     #[test]

@@ -71,6 +71,23 @@ async fn a_gallery_collection_round_trips_rows_searches_and_deletes() {
     assert_eq!(c.count(name, true).await.unwrap(), 299);
     let hits = c.search(name, &[unit(42, 16)], 5, 64, true).await.unwrap();
     assert!(hits[0].iter().all(|h| h.id != gone[0]));
+
+    // A full scan in pages of 64 reads every remaining row once, in id order, with its vector.
+    let mut scanned: Vec<(String, Vec<f32>)> = Vec::new();
+    loop {
+        let after = scanned.last().map_or(String::new(), |(id, _)| id.clone());
+        let page = c.rows_after(name, &after, 64, 16).await.unwrap();
+        let last = page.len() < 64;
+        scanned.extend(page);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(scanned.len(), 299);
+    assert!(scanned.windows(2).all(|w| w[0].0 < w[1].0));
+    let seven = scanned.iter().find(|(id, _)| id == "item/7 \"q\"").unwrap();
+    assert_eq!(seven.1, unit(7, 16));
+    assert!(scanned.iter().all(|(id, _)| id != &gone[0]));
     c.drop_collection(name).await.unwrap();
     assert!(!c.has_collection(name).await.unwrap());
 }

@@ -106,7 +106,7 @@ fn build_from_a_folder_skips_bad_files_then_add_reload_and_search() {
         &["--labels-from-dirs", "--batch", "5"],
     );
     assert!(
-        text.contains("24 vectors in the index") && text.contains("2 skipped"),
+        text.contains("24 items searchable") && text.contains("2 skipped"),
         "{text}"
     );
     let errors = errors_report(&idx);
@@ -189,7 +189,7 @@ fn build_from_a_folder_skips_bad_files_then_add_reload_and_search() {
         ],
     );
     assert!(
-        stdout(&out).contains("26 vectors in the index"),
+        stdout(&out).contains("26 items searchable"),
         "{}",
         stdout(&out)
     );
@@ -197,6 +197,35 @@ fn build_from_a_folder_skips_bad_files_then_add_reload_and_search() {
     let mut ids: Vec<&str> = errors.iter().map(|e| e["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["c1/04.png", "new/missing"]);
+    // A retried add of items that are all in already is nothing to do, not a failure.
+    std::fs::write(
+        more.join("again.jsonl"),
+        concat!(
+            r#"{"id":"new/1","path":"n1.png"}"#,
+            "\n",
+            r#"{"id":"new/2","path":"n2.png"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out = run_ok(
+        "hetvis-index",
+        &[
+            "add",
+            "--index",
+            s(&idx),
+            "--model",
+            s(&gallery_model),
+            "--source",
+            s(&more.join("again.jsonl")),
+            "--no-progress",
+        ],
+    );
+    assert!(
+        stdout(&out).contains("26 items searchable (+0, 2 skipped"),
+        "{}",
+        stdout(&out)
+    );
 
     // Reload through the library: the added item is found with its metadata, HNSW agrees with exact.
     let index = Index::open(&idx).unwrap();
@@ -254,7 +283,7 @@ fn build_from_a_jsonl_manifest_and_refuse_to_overwrite() {
         &["--m", "8", "--ef-construction", "50"],
     );
     assert!(
-        text.contains("12 vectors in the index") && text.contains("nothing skipped"),
+        text.contains("12 items searchable") && text.contains("nothing skipped"),
         "{text}"
     );
     assert!(errors_report(&idx).is_empty());
@@ -502,7 +531,7 @@ fn precomputed_vectors_build_and_extend_an_index_without_embedding() {
     let source = format!("npy:{}", s(&npy));
     let text = build(&gallery_model, &source, &idx, &["--ids", s(&ids)]);
     assert!(
-        text.contains("38 vectors in the index") && text.contains("2 skipped"),
+        text.contains("38 items searchable") && text.contains("2 skipped"),
         "{text}"
     );
     let errors = errors_report(&idx);

@@ -161,6 +161,16 @@ fn build_search_add_remove_on_a_milvus_collection() {
         "{hits}"
     );
 
+    // verify reads the collection back and measures its index against an exact scan of what it read.
+    let mut verify = vec!["verify", "--json", "--k", "5", "--ef", "16,64"];
+    verify.extend(m);
+    let v = json(&hetvis_index(&verify));
+    assert_eq!(v["vectors"], 27, "{v}");
+    assert_eq!(v["queries"], 27, "{v}");
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!(r["recall"], 1.0, "{v}");
+    }
+
     // The embedded index built from the same images agrees on the nearest item.
     let idx = tmp.path().join("idx");
     run_ok(

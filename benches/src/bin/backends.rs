@@ -8,13 +8,20 @@
 //! The gallery is the Fashion-MNIST training split embedded by a random-weight ResNet-50 x0.25 (32 px, 128-d),
 //! as in the `index` benchmark, or `--model`; the queries are test images embedded by the same model. The
 //! embedded index is saved to `--work` (for a server load run on it afterwards).
+//!
+//! Sizing: the embedded index's bytes on disk and its resident memory once opened in a fresh process (graph
+//! loaded); with `--milvus-dir` (the folder given to `scripts/milvus.sh start`), the growth of the Milvus
+//! processes' resident memory and of its data folder from before the collection exists to when its index is
+//! served.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use hetvis_benches::gallery_model::{self, GallerySpec};
 use hetvis_benches::stats::{median, quantile};
+use hetvis_benches::{disk, rss};
 use hetvis_indexer::pipeline::{embed_catalog, Catalog, PipelineConfig, Source, SourceOptions};
 use hetvis_indexer::{GalleryModel, HnswParams, Index, MilvusStore, MilvusTarget, SearchMode};
 use hetvis_milvus::ConnectOptions;
@@ -26,8 +33,14 @@ use serde_json::json;
 #[derive(Parser)]
 #[command(about = "Embedded HNSW index vs a Milvus collection on the same gallery")]
 struct Cli {
+    #[arg(long, required_unless_present = "measure_open")]
+    milvus: Option<String>,
+    /// The folder Milvus was started with (`scripts/milvus.sh start DIR`): its memory and disk are measured.
     #[arg(long)]
-    milvus: String,
+    milvus_dir: Option<PathBuf>,
+    /// Internal: open this index directory, print its rows and this process's memory growth as JSON, and exit.
+    #[arg(long, hide = true)]
+    measure_open: Option<PathBuf>,
     #[arg(long, default_value = "hetvis_bench_backends")]
     collection: String,
     /// A gallery model (default: a random-weight ResNet-50 x0.25, 32 px, 128-d exported into --work).
@@ -62,8 +75,74 @@ fn latency(ms: &[f64]) -> serde_json::Value {
     json!({"p50_ms": median(ms), "p99_ms": quantile(ms, 0.99)})
 }
 
+/// `--measure-open`: what an opened index (files read, graph loaded) holds in memory, in a process that has
+/// done nothing else.
+fn measure_open(dir: &std::path::Path) -> anyhow::Result<()> {
+    let before = rss::resident_bytes().unwrap_or(0);
+    let index = Index::open(dir)?;
+    let grown = rss::resident_bytes().unwrap_or(0).saturating_sub(before);
+    println!("{}", json!({"rows": index.len(), "resident_bytes": grown}));
+    Ok(())
+}
+
+/// The embedded index in `dir`: bytes on disk, and memory once opened in a fresh process.
+fn embedded_sizing(dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--measure-open")
+        .arg(dir)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "measuring the opened index failed");
+    let opened: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let rows = opened["rows"].as_f64().unwrap_or(0.0).max(1.0);
+    let memory = opened["resident_bytes"].as_f64().unwrap_or(0.0);
+    let disk = disk::tree_bytes(dir)? as f64;
+    Ok(json!({
+        "memory_bytes": memory, "memory_bytes_per_vector": memory / rows,
+        "disk_bytes": disk, "disk_bytes_per_vector": disk / rows,
+    }))
+}
+
+/// Resident memory of the Milvus processes and bytes under their data folder.
+#[derive(Clone, Copy)]
+struct MilvusFootprint {
+    memory: u64,
+    disk: u64,
+}
+
+fn milvus_footprint(dir: &std::path::Path) -> anyhow::Result<MilvusFootprint> {
+    let pid: u32 = std::fs::read_to_string(dir.join("milvus.pid"))?
+        .trim()
+        .parse()?;
+    Ok(MilvusFootprint {
+        memory: rss::group_resident_bytes(pid)
+            .with_context(|| format!("no process of Milvus's group {pid} (is it running?)"))?,
+        disk: disk::tree_bytes(&dir.join("data"))?,
+    })
+}
+
+fn milvus_sizing(
+    before: MilvusFootprint,
+    after: MilvusFootprint,
+    rows: usize,
+) -> serde_json::Value {
+    let memory = after.memory as f64 - before.memory as f64;
+    let disk = after.disk as f64 - before.disk as f64;
+    let rows = rows.max(1) as f64;
+    json!({
+        "memory_before_bytes": before.memory, "memory_after_bytes": after.memory,
+        "memory_bytes_per_vector": memory / rows,
+        "disk_before_bytes": before.disk, "disk_after_bytes": after.disk,
+        "disk_bytes_per_vector": disk / rows,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.measure_open {
+        return measure_open(dir);
+    }
+    let milvus_uri = cli.milvus.clone().context("--milvus URI")?;
     let started = Instant::now();
     runtime::init(None)?;
     std::fs::create_dir_all(&cli.work)?;
@@ -107,14 +186,22 @@ fn main() -> anyhow::Result<()> {
     let mut index = Index::new(model.clone(), manifest.embedding_dim, params)?;
     index.add(gallery.items.clone())?;
     let embedded_build = t.elapsed().as_secs_f64();
-    let _ = index.save_exclusive(&cli.work.join("index"))?;
+    let index_dir = cli.work.join("index");
+    let _ = index.save_exclusive(&index_dir)?;
+    let embedded_size = embedded_sizing(&index_dir)?;
+    eprintln!("embedded index: {embedded_size}");
 
     // The Milvus collection, built from the same vectors.
     let target = MilvusTarget {
-        connect: ConnectOptions::new(cli.milvus.clone()),
+        connect: ConnectOptions::new(milvus_uri),
         collection: cli.collection.clone(),
     };
     MilvusStore::drop_collection(&target)?;
+    let footprint_before = cli
+        .milvus_dir
+        .as_deref()
+        .map(milvus_footprint)
+        .transpose()?;
     let store = MilvusStore::create(&target, model, manifest.embedding_dim, params)?;
     let t = Instant::now();
     let inserted = store.add(gallery.items)?;
@@ -128,6 +215,14 @@ fn main() -> anyhow::Result<()> {
         "Milvus holds another count than was inserted"
     );
     eprintln!("inserted {inserted} rows into Milvus in {insert_seconds:.1} s, index built {index_seconds:.1} s later");
+    let milvus_size = match (footprint_before, cli.milvus_dir.as_deref()) {
+        (Some(before), Some(dir)) => {
+            let size = milvus_sizing(before, milvus_footprint(dir)?, inserted);
+            eprintln!("Milvus: {size}");
+            size
+        }
+        _ => serde_json::Value::Null,
+    };
 
     // Exact neighbours, then each backend at each ef.
     let truth: Vec<Vec<String>> = queries
@@ -188,6 +283,7 @@ fn main() -> anyhow::Result<()> {
         "embedded_build_seconds": embedded_build,
         "milvus_insert": {"seconds": insert_seconds, "rows_per_second": inserted as f64 / insert_seconds, "index_built_after_seconds": index_seconds},
         "by_ef": rows,
+        "sizing": {"embedded": embedded_size, "milvus": milvus_size},
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -1,6 +1,9 @@
 //! `build` and `add`: embed a source with the gallery model (or read its precomputed vectors), then write the
-//! index atomically (`build`) or append to its write-ahead log (`add`), with the run's `errors.jsonl` beside it.
+//! index atomically (`build`, see `milvus.rs` for a collection) or add to the gallery through its
+//! [`VectorStore`] (`add`: an index directory's write-ahead log, or a Milvus collection), with the run's skipped
+//! items reported.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -11,9 +14,10 @@ use hetvis_indexer::pipeline::{
     embed_catalog, errors_jsonl, Catalog, Embedded, Failure, PipelineConfig, Source, SourceOptions,
     VectorsSource, ERRORS_FILE,
 };
-use hetvis_indexer::{GalleryModel, HnswParams, Index, WriterLock};
+use hetvis_indexer::{GalleryModel, GallerySearch, HnswParams, Index, WriterLock};
 use hetvis_models::embed::Embedder;
 
+use crate::place::Place;
 use crate::{model, EmbedArgs};
 
 fn catalog(args: &EmbedArgs) -> anyhow::Result<Catalog> {
@@ -31,12 +35,21 @@ fn catalog(args: &EmbedArgs) -> anyhow::Result<Catalog> {
     Ok(catalog)
 }
 
-/// The run's vectors: embedded from images, or read from an `npy:` source. `taken` reports ids already in
-/// the index being extended. Fails only when not a single item could be had.
+/// Which of `ids` the gallery being extended holds already (none for a new one).
+fn taken(gallery: Option<&dyn GallerySearch>, ids: Vec<String>) -> anyhow::Result<HashSet<String>> {
+    Ok(match gallery {
+        Some(g) => g.present(&ids)?.into_iter().collect(),
+        None => HashSet::new(),
+    })
+}
+
+/// The run's vectors: embedded from images, or read from an `npy:` source. Items whose ids `gallery` (the one
+/// being extended) holds already are skipped and reported, images among them not embedded. Fails only when
+/// not a single item could be had.
 pub fn vectors(
     args: &EmbedArgs,
     embedder: &mut Embedder,
-    taken: impl Fn(&str) -> bool,
+    gallery: Option<&dyn GallerySearch>,
 ) -> anyhow::Result<Embedded> {
     let Some(source) = VectorsSource::parse(&args.source, args.ids.as_deref()) else {
         if args.ids.is_some() {
@@ -46,7 +59,22 @@ pub fn vectors(
             );
         }
         let mut catalog = catalog(args)?;
-        catalog.reject_taken(taken);
+        let ids = catalog
+            .entries
+            .iter()
+            .map(|e| e.record.id.clone())
+            .collect();
+        let taken = taken(gallery, ids)?;
+        catalog.reject_taken(|id| taken.contains(id));
+        if catalog.entries.is_empty() && !taken.is_empty() && catalog.rejected.len() == taken.len()
+        {
+            // Everything is in already (a retried add): nothing to do, not a failure.
+            return Ok(Embedded {
+                items: Vec::new(),
+                failures: catalog.rejected,
+                seconds: 0.0,
+            });
+        }
         return embed(args, catalog, embedder);
     };
     let dim = embedder.manifest().embedding_dim;
@@ -54,9 +82,13 @@ pub fn vectors(
     if let Some(n) = args.limit {
         run.items.truncate(n);
     }
+    let taken = taken(
+        gallery,
+        run.items.iter().map(|(r, _)| r.id.clone()).collect(),
+    )?;
     let (keep, present): (Vec<_>, Vec<_>) = std::mem::take(&mut run.items)
         .into_iter()
-        .partition(|(r, _)| !taken(&r.id));
+        .partition(|(r, _)| !taken.contains(&r.id));
     run.items = keep;
     run.failures
         .extend(present.into_iter().map(|(r, _)| Failure {
@@ -65,7 +97,8 @@ pub fn vectors(
             error: "id is already in the index".into(),
         }));
     tracing::info!(vectors = run.items.len(), skipped = run.failures.len(), source = %args.source, "read");
-    if run.items.is_empty() {
+    // Everything in already (a retried add) is nothing to do, not a failure.
+    if run.items.is_empty() && (taken.is_empty() || run.failures.len() > taken.len()) {
         bail!(
             "no usable vector in {} ({} rows skipped)",
             args.source,
@@ -100,14 +133,24 @@ fn embed(args: &EmbedArgs, catalog: Catalog, embedder: &mut Embedder) -> anyhow:
     Ok(out)
 }
 
-fn summary(dir: &Path, index: &Index, run: &Embedded, added: usize) -> String {
-    let skipped = match run.failures.len() {
-        0 => "nothing skipped".to_owned(),
-        n => format!("{n} skipped, see {}", dir.join(ERRORS_FILE).display()),
+/// The run's report: items now searchable, what was added and skipped, the embedding rate.
+pub fn summary(items: usize, run: &Embedded, added: usize, errors_file: Option<&Path>) -> String {
+    let skipped = match (run.failures.len(), errors_file) {
+        (0, _) => "nothing skipped".to_owned(),
+        (n, Some(file)) => format!("{n} skipped, see {}", file.display()),
+        (n, None) => format!(
+            "{n} skipped: {}{}",
+            run.failures
+                .iter()
+                .take(3)
+                .map(|f| format!("{} ({})", f.id, f.error))
+                .collect::<Vec<_>>()
+                .join("; "),
+            if n > 3 { "; ..." } else { "" }
+        ),
     };
     format!(
-        "{} vectors in the index (+{added} embedded, {skipped}); embedding {:.1} s ({:.0} images/s)",
-        index.live_len(),
+        "{items} items searchable (+{added}, {skipped}); embedding {:.1} s ({:.0} images/s)",
         run.seconds,
         (added + run.failures.len()) as f64 / run.seconds.max(1e-9),
     )
@@ -131,7 +174,7 @@ pub fn build(
     let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
     let manifest = model.embedder.manifest().clone();
     check_is_gallery(&manifest)?;
-    let run = vectors(args, &mut model.embedder, |_| false)?;
+    let run = vectors(args, &mut model.embedder, None)?;
     let gallery = GalleryModel::from_manifest(&manifest, &model.sha256);
     let mut index = Index::new(gallery, manifest.embedding_dim, params)?;
     let mut run = run;
@@ -144,32 +187,41 @@ pub fn build(
     println!(
         "built {}: {}, HNSW insert {graph_seconds:.1} s",
         out.display(),
-        summary(out, &index, &run, added)
+        summary(index.live_len(), &run, added, Some(&out.join(ERRORS_FILE)))
     );
     Ok(())
 }
 
-/// Appends the new vectors to the index's write-ahead log (one fsynced entry: all or nothing), then compacts
-/// when the log has grown past the policy's threshold. The graph is not needed for that and not loaded.
-pub fn add(ort_lib: Option<&Path>, args: &EmbedArgs, dir: &Path) -> anyhow::Result<()> {
-    // Locked before reading, so no other writer's changes can be missed by this one.
-    let lock = WriterLock::acquire(dir)?;
-    let mut index = Index::open_without_graph(dir)?;
+/// Adds to a gallery with the very gallery model file that built it: one fsynced write-ahead log entry (all or
+/// nothing) for an index directory, then a compaction when its log has grown past the policy's threshold (the
+/// graph is neither needed nor loaded); batched inserts and a flush for a Milvus collection.
+pub fn add(ort_lib: Option<&Path>, args: &EmbedArgs, place: &Place) -> anyhow::Result<()> {
+    let mut store = place.open_for_changes()?;
     let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
-    index.check_gallery_model(model.embedder.manifest(), &model.sha256)?;
-    let mut run = vectors(args, &mut model.embedder, |id| index.contains_id(id))?;
-    let added = run.items.len();
+    store.check_gallery_model(model.embedder.manifest(), &model.sha256)?;
+    let mut run = vectors(
+        args,
+        &mut model.embedder,
+        Some(&*store as &dyn GallerySearch),
+    )?;
     let started = Instant::now();
-    let bytes = index.add_logged(&lock, std::mem::take(&mut run.items))?;
-    let log_seconds = started.elapsed().as_secs_f64();
-    // The run's report, beside the index (outside its checksummed files).
-    hetvis_models::atomic::write(&dir.join(ERRORS_FILE), &errors_jsonl(&run.failures))
-        .with_context(|| format!("writing {}", dir.join(ERRORS_FILE).display()))?;
+    let added = match run.items.len() {
+        0 => 0,
+        _ => store.add(std::mem::take(&mut run.items))?,
+    };
+    let store_seconds = started.elapsed().as_secs_f64();
+    let errors_file = place.errors_file();
+    if let Some(file) = &errors_file {
+        // The run's report, beside the index (outside its checksummed files).
+        hetvis_models::atomic::write(file, &errors_jsonl(&run.failures))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    store.settle()?;
     println!(
-        "extended {}: {}; logged {bytes} bytes in {:.3} s",
-        dir.display(),
-        summary(dir, &index, &run, added),
-        log_seconds
+        "extended {}: {}; stored in {store_seconds:.3} s ({:.0} items/s)",
+        store.location(),
+        summary(store.live_len()?, &run, added, errors_file.as_deref()),
+        added as f64 / store_seconds.max(1e-9),
     );
-    crate::edit::compact_if_due(index, &lock)
+    Ok(())
 }

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use hetvis_indexer::{compaction, Compaction, CompactionPolicy, Durability, Index, WriterLock};
+use hetvis_indexer::{compaction, Compaction, Durability, Index, WriterLock};
+
+use crate::place::Place;
 
 pub fn warn_if_not_durable(dir: &Path, durability: Durability) {
     if let Durability::NotDurable(why) = durability {
@@ -15,34 +17,25 @@ pub fn warn_if_not_durable(dir: &Path, durability: Durability) {
     }
 }
 
-/// Removes items by id. Ids that are not in the index are reported, not an error, so a retried removal succeeds.
-pub fn remove(dir: &Path, ids: &[String]) -> anyhow::Result<()> {
-    // Locked before reading, so no other writer's changes can be missed by this one.
-    let lock = WriterLock::acquire(dir)?;
-    let mut index = Index::open_without_graph(dir)?;
-    let (missing, bytes) = index.remove_logged(&lock, ids)?;
+/// Removes items by id. Ids that are not in the gallery are reported, not an error, so a retried removal
+/// succeeds. An index directory logs the removal and reclaims the rows at a compaction; Milvus deletes them.
+pub fn remove(place: &Place, ids: &[String]) -> anyhow::Result<()> {
+    let mut store = place.open_for_changes()?;
+    let missing = store.remove(ids)?;
     if !missing.is_empty() {
         eprintln!(
-            "not in the index (nothing to remove): {}",
+            "not in the gallery (nothing to remove): {}",
             missing.join(", ")
         );
     }
+    store.settle()?;
     println!(
-        "removed {} from {} (logged {bytes} bytes): {} items searchable, {} removed rows awaiting compaction",
+        "removed {} from {}: {} items searchable",
         ids.len() - missing.len(),
-        dir.display(),
-        index.live_len(),
-        index.removed_rows().len()
+        store.location(),
+        store.live_len()?
     );
-    compact_if_due(index, &lock)
-}
-
-/// Compacts when the default policy says so (after an `add` or `remove`).
-pub fn compact_if_due(index: Index, lock: &WriterLock) -> anyhow::Result<()> {
-    match CompactionPolicy::default().due(&index) {
-        Some(kind) => run(index, lock, kind),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Folds the write-ahead log into the stored files; with `reclaim` (and removed rows to reclaim) also rewrites

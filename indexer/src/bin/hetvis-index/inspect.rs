@@ -81,59 +81,110 @@ pub fn info(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn verify(
-    dir: &Path,
-    queries: usize,
-    k: usize,
-    efs: &[usize],
-    min_recall: Option<f64>,
-    json: bool,
-) -> anyhow::Result<()> {
+/// What `verify` measures.
+pub struct VerifyOptions {
+    /// Stored vectors used as queries (spread evenly over the gallery).
+    pub queries: usize,
+    pub k: usize,
+    /// HNSW ef values (empty: the gallery's ef_search).
+    pub ef: Vec<usize>,
+    pub min_recall: Option<f64>,
+    pub json: bool,
+}
+
+/// One ef's measurement.
+pub struct Measured {
+    pub ef: usize,
+    pub recall: f64,
+    pub ms_per_query: f64,
+}
+
+pub fn verify(dir: &Path, opts: &VerifyOptions) -> anyhow::Result<()> {
     let opened = Instant::now();
     let index = Index::open(dir)?;
     let open_seconds = opened.elapsed().as_secs_f64();
     if index.is_empty() {
         bail!("{} holds no vectors", dir.display());
     }
-    let efs = if efs.is_empty() {
+    let efs = if opts.ef.is_empty() {
         vec![index.params().ef_search]
     } else {
-        efs.to_vec()
+        opts.ef.clone()
     };
-    let qs: Vec<Vec<f32>> = sample_rows(index.len(), queries)
+    let qs: Vec<Vec<f32>> = sample_rows(index.len(), opts.queries)
         .into_iter()
         .map(|r| index.vector(r).to_vec())
         .collect();
-    let truth = ground_truth(&index, &qs, k);
-    let exact_ms = mean_ms(&index, &qs, k, None, SearchMode::Exact);
-    let mut rows = Vec::new();
-    for &ef in &efs {
-        let recall = recall_at_k(&index, &qs, &truth, ef);
-        let hnsw_ms = mean_ms(&index, &qs, k, Some(ef), SearchMode::Hnsw);
-        rows.push(serde_json::json!({"ef": ef, "recall": recall, "hnsw_ms_per_query": hnsw_ms}));
-        if !json {
-            println!(
-                "recall@{k} = {recall:.4} at ef={ef} ({} queries; HNSW {hnsw_ms:.3} ms/query, exact {exact_ms:.3} ms/query)",
-                qs.len()
-            );
-        }
-    }
-    if json {
-        let v = serde_json::json!({
-            "path": dir, "vectors": index.len(), "queries": qs.len(), "k": k,
-            "open_seconds": open_seconds, "exact_ms_per_query": exact_ms, "results": rows,
+    let truth = ground_truth(&index, &qs, opts.k);
+    let exact_ms = mean_ms(&index, &qs, opts.k, None, SearchMode::Exact);
+    let measured: Vec<Measured> = efs
+        .iter()
+        .map(|&ef| Measured {
+            ef,
+            recall: recall_at_k(&index, &qs, &truth, ef),
+            ms_per_query: mean_ms(&index, &qs, opts.k, Some(ef), SearchMode::Hnsw),
+        })
+        .collect();
+    let report = Report {
+        location: dir.display().to_string(),
+        vectors: index.len(),
+        queries: qs.len(),
+        open: format!(
+            "opened (files verified, HNSW graph loaded or rebuilt) in {open_seconds:.2} s"
+        ),
+        extra: serde_json::json!({"path": dir, "open_seconds": open_seconds, "exact_ms_per_query": exact_ms}),
+        exact_ms: Some(exact_ms),
+    };
+    report_recall(&report, opts, &measured)
+}
+
+/// What a recall report says besides the measurements.
+pub struct Report {
+    pub location: String,
+    pub vectors: usize,
+    pub queries: usize,
+    /// How the gallery was opened or read, for the text report.
+    pub open: String,
+    /// Fields of the JSON report.
+    pub extra: serde_json::Value,
+    pub exact_ms: Option<f64>,
+}
+
+/// Prints recall at each ef (text or JSON) and fails below `--min-recall`.
+pub fn report_recall(
+    r: &Report,
+    opts: &VerifyOptions,
+    measured: &[Measured],
+) -> anyhow::Result<()> {
+    let k = opts.k;
+    let rows: Vec<_> = measured
+        .iter()
+        .map(|m| serde_json::json!({"ef": m.ef, "recall": m.recall, "hnsw_ms_per_query": m.ms_per_query}))
+        .collect();
+    if opts.json {
+        let mut v = serde_json::json!({
+            "location": r.location, "vectors": r.vectors, "queries": r.queries, "k": k, "results": rows,
         });
+        if let (Some(obj), Some(extra)) = (v.as_object_mut(), r.extra.as_object()) {
+            obj.extend(extra.clone());
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
-            "{} vectors; opened (files verified, HNSW graph loaded or rebuilt) in {open_seconds:.2} s",
-            index.len()
-        );
+        let exact = r
+            .exact_ms
+            .map_or(String::new(), |ms| format!(", exact {ms:.3} ms/query"));
+        for m in measured {
+            println!(
+                "recall@{k} = {:.4} at ef={} ({} queries; HNSW {:.3} ms/query{exact})",
+                m.recall, m.ef, r.queries, m.ms_per_query
+            );
+        }
+        println!("{}: {} vectors; {}", r.location, r.vectors, r.open);
     }
-    if let Some(min) = min_recall {
-        let worst = rows
+    if let Some(min) = opts.min_recall {
+        let worst = measured
             .iter()
-            .filter_map(|r| r["recall"].as_f64())
+            .map(|m| m.recall)
             .fold(f64::INFINITY, f64::min);
         if worst < min {
             bail!("recall@{k} {worst:.4} is below --min-recall {min}");

@@ -5,6 +5,7 @@ mod edit;
 mod inspect;
 mod milvus;
 mod model;
+mod place;
 mod search;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use hetvis_models::data::fashion_mnist::{DEFAULT_ROOT, ROOT_ENV};
 use hetvis_models::runtime::{self, Device};
+use place::Place;
 
 #[derive(Parser)]
 #[command(
@@ -133,9 +135,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure recall@k of HNSW search against exact search, using stored vectors as queries.
+    /// Measure recall@k of HNSW search against exact search, using stored vectors as queries (with --milvus,
+    /// the collection is read whole and scanned here for the exact answers).
     Verify {
-        index: PathBuf,
+        /// Index directory (or --milvus URI --collection NAME).
+        #[arg(required_unless_present = "milvus")]
+        index: Option<PathBuf>,
         /// Number of stored vectors used as queries (spread evenly over the index).
         #[arg(long, default_value_t = 1000)]
         queries: usize,
@@ -173,12 +178,6 @@ enum Command {
     },
 }
 
-/// Where a command's gallery lives.
-enum Place {
-    Dir(PathBuf),
-    Milvus(hetvis_indexer::MilvusTarget),
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -192,16 +191,7 @@ fn main() -> anyhow::Result<()> {
     let ort_lib = cli.ort_lib.as_deref();
     let milvus = cli.milvus.target()?;
     // Exactly one place holds the gallery: an index directory or a Milvus collection.
-    let place = |dir: Option<PathBuf>| -> anyhow::Result<Place> {
-        match (dir, milvus.clone()) {
-            (Some(d), None) => Ok(Place::Dir(d)),
-            (None, Some(t)) => Ok(Place::Milvus(t)),
-            (Some(_), Some(_)) => anyhow::bail!("give an index directory or --milvus, not both"),
-            (None, None) => {
-                anyhow::bail!("give an index directory or --milvus URI --collection NAME")
-            }
-        }
-    };
+    let place = |dir: Option<PathBuf>| Place::of(dir, milvus.clone());
     match cli.command {
         Command::Build {
             embed,
@@ -221,14 +211,8 @@ fn main() -> anyhow::Result<()> {
                 Place::Milvus(t) => milvus::build(ort_lib, &embed, &t, params),
             }
         }
-        Command::Add { index, embed } => match place(index)? {
-            Place::Dir(index) => build::add(ort_lib, &embed, &index),
-            Place::Milvus(t) => milvus::add(ort_lib, &embed, &t),
-        },
-        Command::Remove { index, ids } => match place(index)? {
-            Place::Dir(index) => edit::remove(&index, &ids),
-            Place::Milvus(t) => milvus::remove(&t, &ids),
-        },
+        Command::Add { index, embed } => build::add(ort_lib, &embed, &place(index)?),
+        Command::Remove { index, ids } => edit::remove(&place(index)?, &ids),
         Command::Compact { index, fold_only } => edit::compact(&index, !fold_only),
         Command::Info { index, json } => match place(index)? {
             Place::Dir(index) => inspect::info(&index, json),
@@ -241,7 +225,19 @@ fn main() -> anyhow::Result<()> {
             ef,
             min_recall,
             json,
-        } => inspect::verify(&index, queries, k, &ef, min_recall, json),
+        } => {
+            let opts = inspect::VerifyOptions {
+                queries,
+                k,
+                ef,
+                min_recall,
+                json,
+            };
+            match place(index)? {
+                Place::Dir(index) => inspect::verify(&index, &opts),
+                Place::Milvus(t) => milvus::verify(&t, &opts),
+            }
+        }
         Command::Search {
             paths,
             model,
@@ -266,10 +262,7 @@ fn main() -> anyhow::Result<()> {
                 exact,
                 json,
             };
-            match place {
-                Place::Dir(index) => search::search(ort_lib, &index, &query, &runtime),
-                Place::Milvus(t) => milvus::search(ort_lib, &t, &query, &runtime),
-            }
+            search::search(ort_lib, &place, &query, &runtime)
         }
     }
 }

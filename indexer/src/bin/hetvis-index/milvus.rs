@@ -1,5 +1,6 @@
-//! The commands on a gallery kept in a Milvus collection (`--milvus URI --collection NAME`): the same checks
-//! and reports as on an index directory, through the [`VectorStore`] interface where the backends agree.
+//! The commands on a gallery kept in a Milvus collection (`--milvus URI --collection NAME`) that differ from
+//! those on an index directory: creating it, describing it, verifying its index. `add`, `remove` and `search`
+//! work on both through the [`VectorStore`] interface.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -7,12 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use hetvis_indexer::compat::check_is_gallery;
-use hetvis_indexer::milvus_store::INSERT_BATCH;
+use hetvis_indexer::flat::FlatIndex;
+use hetvis_indexer::recall::{sample_rows, GroundTruth};
 use hetvis_indexer::{GalleryModel, HnswParams, MilvusStore, MilvusTarget, VectorStore};
 use hetvis_milvus::ConnectOptions;
 
-use crate::search::{embed_image, print_hits, Query};
-use crate::{build, model, EmbedArgs, RuntimeArgs};
+use crate::inspect::{report_recall, Measured, Report, VerifyOptions};
+use crate::{build, model, EmbedArgs};
 
 /// A Milvus server holding the gallery instead of an index directory.
 #[derive(Args, Clone, Debug)]
@@ -65,36 +67,7 @@ impl MilvusArgs {
     }
 }
 
-fn report(
-    store: &MilvusStore,
-    verb: &str,
-    added: usize,
-    run: &hetvis_indexer::pipeline::Embedded,
-    insert_seconds: f64,
-) -> anyhow::Result<()> {
-    let skipped = match run.failures.len() {
-        0 => "nothing skipped".to_owned(),
-        n => format!(
-            "{n} skipped: {}",
-            run.failures
-                .iter()
-                .take(3)
-                .map(|f| format!("{} ({})", f.id, f.error))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    };
-    println!(
-        "{verb} {}: {} items (+{added}, {skipped}); embedding {:.1} s, Milvus insert {insert_seconds:.1} s ({:.0} rows/s)",
-        store.location(),
-        store.live_len()?,
-        run.seconds,
-        added as f64 / insert_seconds.max(1e-9),
-    );
-    Ok(())
-}
-
-/// Creates the collection and fills it.
+/// Creates the collection and fills it (batched inserts with retries, then a flush).
 pub fn build(
     ort_lib: Option<&Path>,
     args: &EmbedArgs,
@@ -104,92 +77,18 @@ pub fn build(
     let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
     let manifest = model.embedder.manifest().clone();
     check_is_gallery(&manifest)?;
-    let mut run = build::vectors(args, &mut model.embedder, |_| false)?;
+    let mut run = build::vectors(args, &mut model.embedder, None)?;
     let gallery = GalleryModel::from_manifest(&manifest, &model.sha256);
-    let store = MilvusStore::create(target, gallery, manifest.embedding_dim, params)?;
+    let mut store = MilvusStore::create(target, gallery, manifest.embedding_dim, params)?;
     let started = Instant::now();
-    let added = insert(&store, std::mem::take(&mut run.items))?;
-    store.flush()?;
-    report(
-        &store,
-        "built",
-        added,
-        &run,
-        started.elapsed().as_secs_f64(),
-    )
-}
-
-/// Inserts in batches with a progress line per batch on stderr.
-fn insert(
-    store: &MilvusStore,
-    items: Vec<(hetvis_indexer::Record, Vec<f32>)>,
-) -> anyhow::Result<usize> {
-    let total = items.len();
-    let mut added = 0;
-    let mut items = items.into_iter().peekable();
-    // Batches of 10 insert requests, so a failure reports how far it got.
-    while items.peek().is_some() {
-        let chunk: Vec<_> = items.by_ref().take(INSERT_BATCH * 10).collect();
-        added += store.add(chunk).with_context(|| {
-            format!("{added} of {total} rows were inserted before this failure")
-        })?;
-        tracing::info!(added, total, "inserted into Milvus");
-    }
-    Ok(added)
-}
-
-/// Adds to the collection with the very gallery model that built it; ids already there are skipped.
-pub fn add(ort_lib: Option<&Path>, args: &EmbedArgs, target: &MilvusTarget) -> anyhow::Result<()> {
-    let store = MilvusStore::open(target)?;
-    let mut model = model::load(ort_lib, &args.model, &args.runtime)?;
-    hetvis_indexer::compat::check_gallery_model(
-        store.manifest(),
-        model.embedder.manifest(),
-        &model.sha256,
-    )?;
-    let mut run = build::vectors(args, &mut model.embedder, |_| false)?;
-    // Ids already in the collection are skipped and reported, as for an index directory.
-    let ids: Vec<String> = run.items.iter().map(|(r, _)| r.id.clone()).collect();
-    let present: std::collections::HashSet<String> = store.present(&ids)?.into_iter().collect();
-    let (keep, taken): (Vec<_>, Vec<_>) = std::mem::take(&mut run.items)
-        .into_iter()
-        .partition(|(r, _)| !present.contains(&r.id));
-    run.items = keep;
-    run.failures.extend(
-        taken
-            .into_iter()
-            .map(|(r, _)| hetvis_indexer::pipeline::Failure {
-                source: args.source.clone(),
-                id: r.id,
-                error: "id is already in the collection".into(),
-            }),
-    );
-    let started = Instant::now();
-    let added = insert(&store, std::mem::take(&mut run.items))?;
-    store.flush()?;
-    report(
-        &store,
-        "extended",
-        added,
-        &run,
-        started.elapsed().as_secs_f64(),
-    )
-}
-
-pub fn remove(target: &MilvusTarget, ids: &[String]) -> anyhow::Result<()> {
-    let mut store = MilvusStore::open(target)?;
-    let missing = VectorStore::remove(&mut store, ids)?;
-    if !missing.is_empty() {
-        eprintln!(
-            "not in the collection (nothing to remove): {}",
-            missing.join(", ")
-        );
-    }
+    let added = VectorStore::add(&mut store, std::mem::take(&mut run.items))?;
+    store.settle()?;
+    let insert_seconds = started.elapsed().as_secs_f64();
     println!(
-        "removed {} from {}: {} items searchable",
-        ids.len() - missing.len(),
+        "built {}: {}; Milvus insert {insert_seconds:.1} s ({:.0} rows/s)",
         store.location(),
-        store.live_len()?
+        build::summary(store.live_len()?, &run, added, None),
+        added as f64 / insert_seconds.max(1e-9),
     );
     Ok(())
 }
@@ -218,21 +117,76 @@ pub fn info(target: &MilvusTarget, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn search(
-    ort_lib: Option<&Path>,
-    target: &MilvusTarget,
-    q: &Query,
-    rt: &RuntimeArgs,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !q.exact,
-        "--exact scans an index directory; Milvus searches its HNSW index"
-    );
+/// Rows read per query while scanning a collection.
+const SCAN_PAGE: usize = 10_000;
+
+/// Scores within this of the k-th exact score count as found: Milvus sums inner products in another order.
+const SCORE_TOLERANCE: f32 = 1e-5;
+
+/// Recall@k of the collection's HNSW index against exact search, with stored vectors as queries: the
+/// collection is read whole (in id order, a page at a time) and scanned exactly here, so this is for
+/// collections that fit in this machine's memory.
+pub fn verify(target: &MilvusTarget, opts: &VerifyOptions) -> anyhow::Result<()> {
     let store = MilvusStore::open(target)?;
-    let mut model = model::load(ort_lib, q.model, rt)?;
-    hetvis_indexer::compat::check_query_model(store.manifest(), model.embedder.manifest())
-        .with_context(|| format!("{} cannot query {}", q.model.display(), store.location()))?;
-    let embedding = embed_image(&mut model, q.image)?;
-    let hits = VectorStore::search(&store, &embedding, q.k, q.ef)?;
-    print_hits(&hits, q.json)
+    let expected = store.live_len()?;
+    let started = Instant::now();
+    let bar = hetvis_models::progress::bar(
+        expected as u64,
+        "reading the collection [{bar:40}] {pos}/{len} rows ({eta})",
+        true,
+    );
+    let rows = store.scan_vectors(SCAN_PAGE, |n| bar.set_position(n as u64))?;
+    bar.finish_and_clear();
+    anyhow::ensure!(!rows.is_empty(), "{} is empty", store.location());
+    anyhow::ensure!(
+        rows.len() == expected,
+        "{}: read {} rows, but it counts {expected}",
+        store.location(),
+        rows.len()
+    );
+    let read_seconds = started.elapsed().as_secs_f64();
+    let mut flat = FlatIndex::new(store.dim());
+    for (_, v) in &rows {
+        flat.push(v);
+    }
+    let queries: Vec<&[f32]> = sample_rows(rows.len(), opts.queries)
+        .into_iter()
+        .map(|r| rows[r].1.as_slice())
+        .collect();
+    let exact: Vec<Vec<f32>> = queries
+        .iter()
+        .map(|q| flat.search(q, opts.k).iter().map(|h| h.score).collect())
+        .collect();
+    let truth = GroundTruth::from_exact_scores(&exact, opts.k);
+    let efs = if opts.ef.is_empty() {
+        vec![store.manifest().hnsw.ef_search]
+    } else {
+        opts.ef.clone()
+    };
+    let mut measured = Vec::new();
+    for &ef in &efs {
+        let t = Instant::now();
+        let mut recall = 0.0;
+        for (i, q) in queries.iter().enumerate() {
+            let hits = store.search(q, opts.k, Some(ef), false)?;
+            let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            recall += truth.recall_of(i, &scores, SCORE_TOLERANCE);
+        }
+        measured.push(Measured {
+            ef,
+            recall: recall / queries.len() as f64,
+            ms_per_query: t.elapsed().as_secs_f64() * 1e3 / queries.len() as f64,
+        });
+    }
+    let report = Report {
+        location: store.location(),
+        vectors: rows.len(),
+        queries: queries.len(),
+        open: format!("read in {read_seconds:.1} s and scanned here for the exact answers"),
+        extra: serde_json::json!({
+            "milvus": store.uri(), "collection": store.collection(), "read_seconds": read_seconds,
+        }),
+        exact_ms: None,
+    };
+    report_recall(&report, opts, &measured)
 }

@@ -4,9 +4,10 @@ use std::path::Path;
 
 use anyhow::Context;
 use hetvis_indexer::params::EXACT_SEARCH_MAX_LEN;
-use hetvis_indexer::Index;
+use hetvis_indexer::{GallerySearch, Hit, Index, IndexError, MilvusStore, SearchMode};
 use hetvis_models::preprocess::{preprocess_bytes, ImageLimits};
 
+use crate::place::Place;
 use crate::{model, RuntimeArgs};
 
 pub struct Query<'a> {
@@ -18,32 +19,82 @@ pub struct Query<'a> {
     pub json: bool,
 }
 
+/// Searches an index directory (opened for reading, without the writer lock) or a Milvus collection, through
+/// [`GallerySearch`].
 pub fn search(
     ort_lib: Option<&Path>,
-    dir: &Path,
+    place: &Place,
     q: &Query,
     rt: &RuntimeArgs,
 ) -> anyhow::Result<()> {
-    // The graph is read (or, for an index that stores none, rebuilt) only when this search uses it: not for
-    // --exact, nor for an index small enough to be scanned.
+    let (gallery, location): (Box<dyn GallerySearch>, String) = match place {
+        Place::Dir(dir) => (
+            Box::new(open_for_search(dir, q)?),
+            dir.display().to_string(),
+        ),
+        Place::Milvus(target) => {
+            anyhow::ensure!(
+                !q.exact,
+                "--exact scans an index directory; Milvus searches its HNSW index"
+            );
+            let store = MilvusStore::open(target)?;
+            let location = format!("{} collection {}", store.uri(), store.collection());
+            (Box::new(store), location)
+        }
+    };
+    let mut model = model::load(ort_lib, q.model, rt)?;
+    gallery
+        .check_query_model(model.embedder.manifest())
+        .with_context(|| format!("{} cannot query {location}", q.model.display()))?;
+    let embedding = embed_image(&mut model, q.image)?;
+    let hits = gallery.search(&embedding, q.k, q.ef)?;
+    print_hits(&hits, q.json)
+}
+
+/// An index directory searched the way the flags ask: a scan (--exact), the graph (an explicit ef, even on an
+/// index small enough to scan), or the index's own choice.
+struct DirSearch {
+    index: Index,
+    mode: SearchMode,
+}
+
+impl GallerySearch for DirSearch {
+    fn manifest(&self) -> &hetvis_indexer::IndexManifest {
+        self.index.manifest()
+    }
+
+    fn live_len(&self) -> Result<usize, IndexError> {
+        Ok(self.index.live_len())
+    }
+
+    fn present(&self, ids: &[String]) -> Result<Vec<String>, IndexError> {
+        GallerySearch::present(&self.index, ids)
+    }
+
+    fn search(&self, query: &[f32], k: usize, ef: Option<usize>) -> Result<Vec<Hit>, IndexError> {
+        match self.mode {
+            SearchMode::Exact => self.index.search_exact(query, k),
+            SearchMode::Hnsw => self.index.search_hnsw(query, k, ef),
+            SearchMode::Auto => self.index.search(query, k, ef),
+        }
+    }
+}
+
+/// An index directory for one search. The graph is read (or, for an index that stores none, rebuilt) only when
+/// this search uses it: not for --exact, nor for an index small enough to be scanned without an explicit ef.
+fn open_for_search(dir: &Path, q: &Query) -> anyhow::Result<DirSearch> {
     let mut index = Index::open_without_graph(dir)?;
     if !q.exact && (q.ef.is_some() || index.len() > EXACT_SEARCH_MAX_LEN) {
         let (graph, how) = index.load_or_build_graph()?;
         tracing::info!(vectors = index.len(), "{how} the HNSW graph");
         index.install_graph(graph)?;
     }
-    let mut model = model::load(ort_lib, q.model, rt)?;
-    index
-        .check_query_model(model.embedder.manifest())
-        .with_context(|| format!("{} cannot query {}", q.model.display(), dir.display()))?;
-    let embedding = embed_image(&mut model, q.image)?;
-    let hits = match (q.exact, q.ef) {
-        (true, _) => index.search_exact(&embedding, q.k)?,
-        // An explicit ef asks for the graph even where the index is small enough to scan.
-        (false, Some(ef)) => index.search_hnsw(&embedding, q.k, Some(ef))?,
-        (false, None) => index.search(&embedding, q.k, None)?,
+    let mode = match (q.exact, q.ef) {
+        (true, _) => SearchMode::Exact,
+        (false, Some(_)) => SearchMode::Hnsw,
+        (false, None) => SearchMode::Auto,
     };
-    print_hits(&hits, q.json)
+    Ok(DirSearch { index, mode })
 }
 
 /// The query image's embedding.
