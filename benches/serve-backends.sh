@@ -12,6 +12,7 @@ out="${1:-runs/bench/serve-backends}"
 work=runs/bench/backends
 model="$work/gallery.onnx"
 [ -f "$model" ] && [ -f "$work/index/manifest.json" ] || { echo "run target/release/backends first" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is needed to wait for the servers (apt-get install curl)" >&2; exit 1; }
 mkdir -p "$out"
 milvus_dir="$(mktemp -d "${TMPDIR:-/tmp}/hetvis-serve-backends.XXXXXX")"
 pids=()

@@ -4,6 +4,7 @@
 //! workers ([`embed_pool`]); [`routes::router`] serves search, gallery uploads, info, health and metrics.
 
 pub mod auth;
+pub mod backend;
 pub mod compaction;
 pub mod config;
 pub mod dataset_images;

@@ -10,6 +10,7 @@ use hetvis_models::embed::{EmbedError, Embedder};
 use hetvis_models::preprocess::{self, Preprocessing};
 use hetvis_models::runtime::{self, RuntimeError, SessionConfig};
 
+use crate::backend::{self, GalleryBackend};
 use crate::config::ServerConfig;
 use crate::embed_pool::{EmbedPool, PoolError};
 use crate::metrics::Metrics;
@@ -76,17 +77,17 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
         .then(|| WriterLock::acquire(&place))
         .transpose()
         .map_err(index_error)?;
-    let (index, milvus) = match &milvus_target {
+    let (index, backend): (Index, Arc<dyn GalleryBackend>) = match &milvus_target {
         Some(target) => {
             let store = MilvusStore::open(target).map_err(index_error)?;
             // The server searches Milvus; this empty index only carries the manifest for the model checks.
             let m = store.manifest().clone();
             let placeholder = Index::new(m.gallery.clone(), m.dim, m.hnsw).map_err(index_error)?;
-            (placeholder, Some(Arc::new(store)))
+            (placeholder, Arc::new(backend::Milvus(Arc::new(store))))
         }
         None => (
             Index::open_without_graph(&place).map_err(index_error)?,
-            None,
+            Arc::new(backend::Embedded),
         ),
     };
     let metrics = Metrics::new()?;
@@ -146,7 +147,7 @@ pub fn load(config: &ServerConfig) -> Result<SharedState, StartupError> {
     Ok(Arc::new(AppState::new(StateParts {
         index,
         index_dir: place.clone(),
-        milvus,
+        backend,
         query,
         gallery,
         metrics,
@@ -229,7 +230,7 @@ fn probe_input(p: &Preprocessing) -> Vec<f32> {
 /// thread of its own (searches continue, exact, on the live index meanwhile), then installs it; rows added
 /// since the snapshot are inserted on installation.
 pub fn build_graph_in_background(state: &SharedState) {
-    if state.milvus.is_some() {
+    if !state.backend.graph_in_process() {
         // Milvus holds the gallery and its HNSW index.
         return;
     }

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hetvis_indexer::{CompactionPolicy, Index, MilvusStore, WriterLock};
+use hetvis_indexer::{CompactionPolicy, Index, WriterLock};
 use hetvis_models::manifest::{ModelManifest, Role};
 use hetvis_models::preprocess::{ImageLimits, Preprocessing};
 use hetvis_models::runtime::Provider;
 use serde::Serialize;
 
+use crate::backend::GalleryBackend;
 use crate::compaction::CompactionStatus;
 use crate::dataset_images::FashionMnistImages;
 use crate::embed_pool::EmbedPool;
@@ -102,9 +103,9 @@ pub struct Limits {
 
 pub struct AppState {
     index: RwLock<Index>,
-    /// With `--milvus`, the collection searches go to (the `index` above is then an empty placeholder holding the
-    /// manifest): the server keeps no gallery state.
-    pub milvus: Option<Arc<MilvusStore>>,
+    /// Where searches go: the `index` above, or with `--milvus` a collection (the `index` is then an empty
+    /// placeholder holding the manifest, and the server keeps no gallery state).
+    pub backend: Arc<dyn GalleryBackend>,
     pub index_dir: PathBuf,
     pub query: LoadedModel,
     pub gallery: Option<LoadedModel>,
@@ -140,7 +141,7 @@ pub type SharedState = Arc<AppState>;
 /// The parts [`AppState::new`] takes.
 pub struct StateParts {
     pub index: Index,
-    pub milvus: Option<Arc<MilvusStore>>,
+    pub backend: Arc<dyn GalleryBackend>,
     pub index_dir: PathBuf,
     pub query: LoadedModel,
     pub gallery: Option<LoadedModel>,
@@ -167,7 +168,7 @@ impl AppState {
         };
         Self {
             index: RwLock::new(p.index),
-            milvus: p.milvus,
+            backend: p.backend,
             index_dir: p.index_dir,
             query: p.query,
             gallery: p.gallery,

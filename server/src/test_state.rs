@@ -165,7 +165,7 @@ pub fn state(o: Options) -> SharedState {
     let uploads = o.index_dir.is_some();
     Arc::new(AppState::new(StateParts {
         index,
-        milvus: None,
+        backend: std::sync::Arc::new(crate::backend::Embedded),
         index_dir: o.index_dir.clone().unwrap_or_default(),
         query,
         gallery: Some(gallery),

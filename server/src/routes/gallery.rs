@@ -169,11 +169,8 @@ pub async fn add(
     req: Request,
 ) -> Result<(StatusCode, Json<AddResponse>), ApiError> {
     auth::require_admin(state.admin_token.as_deref(), &headers)?;
-    if state.milvus.is_some() {
-        return Err(ApiError::Forbidden(
-            "this server serves a Milvus collection: add to it with `hetvis-index add --milvus`"
-                .into(),
-        ));
+    if let Some(why) = state.backend.read_only() {
+        return Err(ApiError::Forbidden(why.into()));
     }
     let gallery = state.gallery.as_ref().ok_or_else(|| {
         ApiError::Conflict(

@@ -46,10 +46,8 @@ pub async fn remove(
     headers: HeaderMap,
 ) -> Result<Json<RemoveResponse>, ApiError> {
     auth::require_admin(state.admin_token.as_deref(), &headers)?;
-    if state.milvus.is_some() {
-        return Err(ApiError::Forbidden(
-            "this server serves a Milvus collection: remove from it with `hetvis-index remove --milvus`".into(),
-        ));
+    if let Some(why) = state.backend.read_only() {
+        return Err(ApiError::Forbidden(why.into()));
     }
     if !state.read_index().contains_id(&id) {
         return Err(ApiError::NotFound(format!("no gallery item {id:?}")));

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::state::{GraphState, LoadedModel, SharedState};
+use crate::state::{LoadedModel, SharedState};
 
 /// Liveness.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process answers", body = Object)), tag = "ops")]
@@ -57,66 +57,11 @@ async fn check(state: &SharedState) -> Result<serde_json::Value, String> {
         query_vector.get_or_insert(e.vectors);
     }
     let v = query_vector.unwrap_or_default();
-    if let Some(store) = &state.milvus {
-        // Milvus answers a health check and a real search with the probe's embedding.
-        store
-            .check_health_async()
-            .await
-            .map_err(|e| unavailable("Milvus", &e))?;
-        store
-            .search_async(&v, 1, None, false)
-            .await
-            .map_err(|e| unavailable("Milvus search", &e))?;
-        let size = store
-            .approximate_len_async()
-            .await
-            .map_err(|e| unavailable("Milvus count", &e))?;
-        return Ok(json!({
-            "status": "ready",
-            "backend": "milvus",
-            "milvus": store.uri(),
-            "collection": store.collection(),
-            "index_size": size,
-            "graph": "milvus",
-        }));
-    }
-    let shared = state.clone();
-    let (size, removed, log, hits) = tokio::task::spawn_blocking(move || {
-        let index = shared.read_index();
-        index.search(&v, 1, None).map(|h| {
-            (
-                index.live_len(),
-                index.removed_rows().len(),
-                index.log_stats(),
-                h.len(),
-            )
-        })
-    })
-    .await
-    .map_err(|e| unavailable("index search", &e))?
-    .map_err(|e| unavailable("index search", &e))?;
-    if size > 0 && hits == 0 {
-        return Err(unavailable("index search", &"no result"));
-    }
-    let graph = state.graph_state();
-    let mut body = json!({
-        "status": "ready",
-        "backend": "embedded",
-        "index_size": size,
-        "removed_rows": removed,
-        "log": log_json(&log),
-        "compaction": state.compaction_status(),
-        "graph": graph.label(),
-    });
-    // Searches still work (exact) without a graph, so a failed build is reported, not a 503.
-    if let GraphState::Failed(why) = graph {
-        body["graph_error"] = json!(why);
-    }
-    Ok(body)
+    state.backend.ready(state, v).await
 }
 
 /// The write-ahead log as reported: its bytes and the changes (and items) it holds since the last compaction.
-fn log_json(log: &hetvis_indexer::wal::LogStats) -> serde_json::Value {
+pub(crate) fn log_json(log: &hetvis_indexer::wal::LogStats) -> serde_json::Value {
     json!({
         "bytes": log.bytes,
         "changes": log.changes,
@@ -129,23 +74,18 @@ fn log_json(log: &hetvis_indexer::wal::LogStats) -> serde_json::Value {
 #[utoipa::path(get, path = "/v1/info", responses((status = 200, description = "server description", body = Object)), tag = "ops")]
 pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
     let shared = state.clone();
-    let (size, removed, log, dim, manifest) = tokio::task::spawn_blocking(move || {
+    let (removed, log, dim, manifest) = tokio::task::spawn_blocking(move || {
         let index = shared.read_index();
-        let removed = index.removed_rows().len();
         (
-            index.live_len(),
-            removed,
+            index.removed_rows().len(),
             index.log_stats(),
             index.dim(),
             index.manifest().clone(),
         )
     })
     .await?;
-    // With Milvus the placeholder index is empty: the collection's own count (null when Milvus is down).
-    let size = match &state.milvus {
-        Some(store) => store.approximate_len_async().await.ok(),
-        None => Some(size),
-    };
+    // The backend's own count (with Milvus the placeholder index is empty; null when Milvus is down).
+    let size = state.backend.size(&state).await;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "provider": state.query.info.provider,
@@ -166,10 +106,7 @@ pub async fn info(State(state): State<SharedState>) -> Result<Json<serde_json::V
             "hnsw": manifest.hnsw,
             "graph": state.graph_state(),
         },
-        "backend": match &state.milvus {
-            Some(store) => json!({"kind": "milvus", "milvus": store.uri(), "collection": store.collection()}),
-            None => json!({"kind": "embedded"}),
-        },
+        "backend": state.backend.describe(),
         "limits": state.limits,
         "gallery_uploads": state.admin_token.is_some() && state.gallery.is_some(),
     })))

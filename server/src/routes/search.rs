@@ -121,10 +121,6 @@ impl From<Hit> for HitJson {
 
 /// The `ef` a search runs with: the request's (already bounded), else the index's default, which comes from a
 /// file and gets the same bound as a request's.
-fn effective_ef(requested: Option<usize>, index_default: usize, max_ef: usize) -> usize {
-    requested.unwrap_or(index_default).min(max_ef)
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub decode: f64,
@@ -221,57 +217,25 @@ pub async fn search(
     let embed = ms(t);
 
     let t = Instant::now();
-    let max_ef = state.limits.max_ef;
-    if let Some(store) = &state.milvus {
-        // Milvus holds the gallery: one round trip, its failures a 503 (the server itself is fine).
-        let ef = effective_ef(ef, store.manifest().hnsw.ef_search, max_ef);
-        let hits = store
-            .search_async(&embedded.vectors, k, Some(ef), false)
-            .await
-            .map_err(|e| match e {
-                hetvis_indexer::IndexError::Milvus(why) => {
-                    ApiError::Unavailable(format!("the gallery (Milvus) is unavailable: {why}"))
-                }
-                other => ApiError::Internal(format!("search failed: {other}")),
-            })?;
-        drop(admitted);
-        let search = ms(t);
+    let found = state
+        .backend
+        .search(&state, embedded.vectors, k, ef, admitted)
+        .await?;
+    let search = ms(t);
+    if let Some(stage) = state.backend.round_trip_stage() {
         state
             .metrics
-            .stage(Stage::Milvus, mode.label())
+            .stage(stage, mode.label())
             .observe(search / 1e3);
-        return Ok(respond(
-            &state,
-            model,
-            mode,
-            k,
-            embedded.batch_images,
-            hits,
-            true,
-            [decode, embed, search],
-            started,
-        ));
     }
-    let shared = state.clone();
-    let (hits, graph) = tokio::task::spawn_blocking(move || {
-        let _work = admitted;
-        let index = shared.read_index();
-        let ef = effective_ef(ef, index.params().ef_search, max_ef);
-        index
-            .search(&embedded.vectors, k, Some(ef))
-            .map(|hits| (hits, index.has_graph()))
-    })
-    .await?
-    .map_err(|e| ApiError::Internal(format!("search failed: {e}")))?;
-    let search = ms(t);
     Ok(respond(
         &state,
         model,
         mode,
         k,
         embedded.batch_images,
-        hits,
-        graph,
+        found.hits,
+        found.graph,
         [decode, embed, search],
         started,
     ))
@@ -352,9 +316,9 @@ mod tests {
 
     #[test]
     fn the_index_default_ef_is_bounded_like_a_request_ef() {
-        assert_eq!(effective_ef(None, 64, 500), 64);
-        assert_eq!(effective_ef(None, 4096, 500), 500);
-        assert_eq!(effective_ef(Some(200), 4096, 500), 200);
+        assert_eq!(crate::backend::effective_ef(None, 64, 500), 64);
+        assert_eq!(crate::backend::effective_ef(None, 4096, 500), 500);
+        assert_eq!(crate::backend::effective_ef(Some(200), 4096, 500), 200);
     }
 
     #[test]
