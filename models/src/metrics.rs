@@ -60,6 +60,51 @@ pub struct RetrievalMetrics {
     pub tar_at_far: Vec<(f64, f64)>,
     pub queries: usize,
     pub gallery: usize,
+    pub hubness: Hubness,
+}
+
+/// Items returned in each query's top-k for hubness ([`Hubness`]).
+pub const HUBNESS_K: usize = 10;
+
+/// How evenly a search spreads its answers over the gallery: `N_k(x)` counts the queries whose top-k holds
+/// gallery item `x` (k = [`HUBNESS_K`]). A hub is an item in far more top-k lists than the mean `k * queries /
+/// gallery`; a query model that lands its queries on a few hubs has a right-skewed `N_k`
+/// (Radovanović et al., JMLR 2010).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Hubness {
+    pub k: usize,
+    /// Skewness of `N_k` over the gallery (0 for a symmetric spread; large and positive with hubs).
+    pub skewness: f64,
+    /// The largest `N_k`: the queries answered by the biggest hub.
+    pub max: u32,
+    /// The share of gallery items in no query's top-k.
+    pub never_returned: f64,
+}
+
+impl Hubness {
+    /// From the occurrence counts `N_k` of every gallery item.
+    pub fn from_counts(k: usize, counts: &[u32]) -> Self {
+        let n = counts.len().max(1) as f64;
+        let mean = counts.iter().map(|&c| c as f64).sum::<f64>() / n;
+        let moment = |p: i32| {
+            counts
+                .iter()
+                .map(|&c| (c as f64 - mean).powi(p))
+                .sum::<f64>()
+                / n
+        };
+        let sd = moment(2).sqrt();
+        Self {
+            k,
+            skewness: if sd > 0.0 {
+                moment(3) / sd.powi(3)
+            } else {
+                0.0
+            },
+            max: counts.iter().copied().max().unwrap_or(0),
+            never_returned: counts.iter().filter(|&&c| c == 0).count() as f64 / n,
+        }
+    }
 }
 
 impl RetrievalMetrics {
@@ -106,16 +151,19 @@ struct Partial {
     ap_sum: f64,
     genuine: Vec<u32>,
     impostor: Vec<u32>,
+    /// `N_k` of each gallery item (hubness).
+    occurrences: Vec<u32>,
 }
 
 impl Partial {
-    fn new(ks: usize, with_pairs: bool) -> Self {
+    fn new(ks: usize, with_pairs: bool, gallery: usize) -> Self {
         let n = if with_pairs { BINS } else { 0 };
         Self {
             hits: vec![0; ks],
             ap_sum: 0.0,
             genuine: vec![0; n],
             impostor: vec![0; n],
+            occurrences: vec![0; gallery],
         }
     }
 
@@ -132,6 +180,10 @@ impl Partial {
         self.impostor
             .iter_mut()
             .zip(&other.impostor)
+            .for_each(|(a, b)| *a += b);
+        self.occurrences
+            .iter_mut()
+            .zip(&other.occurrences)
             .for_each(|(a, b)| *a += b);
         self
     }
@@ -160,7 +212,7 @@ pub fn evaluate(queries: Labelled, gallery: Labelled, config: &MetricsConfig) ->
     let total = (0..n_blocks)
         .into_par_iter()
         .fold(
-            || Partial::new(ks.len(), with_pairs),
+            || Partial::new(ks.len(), with_pairs, gallery.len()),
             |mut acc, b| {
                 let rows = b * BLOCK..((b + 1) * BLOCK).min(queries.len());
                 let qb = q.slice(ndarray::s![rows.clone(), ..]);
@@ -176,6 +228,7 @@ pub fn evaluate(queries: Labelled, gallery: Labelled, config: &MetricsConfig) ->
                         per_label.get(&label).copied().unwrap_or(0) - usize::from(skip.is_some());
                     // Rank only as far as needed: max(k, R) best items.
                     let depth = kmax
+                        .max(HUBNESS_K)
                         .max(relevant)
                         .min(gallery.len() - usize::from(skip.is_some()));
                     order.clear();
@@ -188,6 +241,9 @@ pub fn evaluate(queries: Labelled, gallery: Labelled, config: &MetricsConfig) ->
                     }
                     order.truncate(depth);
                     order.sort_unstable_by(by_score);
+                    for &j in order.iter().take(HUBNESS_K) {
+                        acc.occurrences[j as usize] += 1;
+                    }
                     let is_rel = |j: &u32| gallery.labels[*j as usize] == label;
                     for (slot, &k) in ks.iter().enumerate() {
                         if order.iter().take(k).any(is_rel) {
@@ -221,7 +277,10 @@ pub fn evaluate(queries: Labelled, gallery: Labelled, config: &MetricsConfig) ->
                 acc
             },
         )
-        .reduce(|| Partial::new(ks.len(), with_pairs), Partial::merge);
+        .reduce(
+            || Partial::new(ks.len(), with_pairs, gallery.len()),
+            Partial::merge,
+        );
 
     let nq = queries.len().max(1) as f64;
     let tar_at_far = config
@@ -239,6 +298,7 @@ pub fn evaluate(queries: Labelled, gallery: Labelled, config: &MetricsConfig) ->
         tar_at_far,
         queries: queries.len(),
         gallery: gallery.len(),
+        hubness: Hubness::from_counts(HUBNESS_K, &total.occurrences),
     }
 }
 
@@ -356,5 +416,50 @@ mod tests {
         // FAR 0.1 allows the impostor at 10 deg: genuine pairs at 20, 30, 40 deg also pass; 100 deg does not.
         assert_eq!(m.tar(0.1), 0.75);
         assert_eq!(m.top(1), 0.0);
+    }
+
+    #[test]
+    fn hubness_by_hand() {
+        // N_k = [4, 0, 0, 0]: mean 1, deviations 3, -1, -1, -1; m2 = 3, m3 = (27 - 3) / 4 = 6.
+        let h = Hubness::from_counts(10, &[4, 0, 0, 0]);
+        assert!((h.skewness - 6.0 / 3f64.powf(1.5)).abs() < 1e-12, "{h:?}");
+        assert_eq!((h.max, h.never_returned), (4, 0.75));
+        // An even spread has no hubs.
+        let even = Hubness::from_counts(10, &[2, 2, 2]);
+        assert_eq!(
+            (even.skewness, even.max, even.never_returned),
+            (0.0, 2, 0.0)
+        );
+    }
+
+    #[test]
+    fn every_top_10_is_counted() {
+        // 12 gallery points every 30 degrees; 5 queries between 1 and 9 degrees. Each query's top-10 leaves out
+        // the two points farthest from it, at 180 and 210 degrees, and holds the other ten.
+        let gallery: Vec<f32> = (0..12)
+            .flat_map(|i| {
+                let a = (i as f32 * 30.0).to_radians();
+                [a.cos(), a.sin()]
+            })
+            .collect();
+        let queries: Vec<f32> = (0..5)
+            .flat_map(|i| {
+                let a = (i as f32 * 2.0 + 1.0).to_radians();
+                [a.cos(), a.sin()]
+            })
+            .collect();
+        let m = evaluate(
+            Labelled::new(&queries, &[0; 5], 2),
+            Labelled::new(&gallery, &[0; 12], 2),
+            &MetricsConfig::default(),
+        );
+        assert_eq!(m.hubness.max, 5);
+        assert!(
+            (m.hubness.never_returned - 2.0 / 12.0).abs() < 1e-12,
+            "{:?}",
+            m.hubness
+        );
+        // Ten items at 5 and two at 0: skewed to the left.
+        assert!(m.hubness.skewness < 0.0, "{:?}", m.hubness);
     }
 }

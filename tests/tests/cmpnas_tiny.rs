@@ -247,3 +247,69 @@ fn tiny_pipeline_searches_retrains_and_reports() {
     );
     eprintln!("re-run took {:?}", start.elapsed());
 }
+
+/// The pipeline with another compatibility objective than BCT alone: the super-network, the winner and the
+/// compatible baselines train with it (ranking distillation reading the gallery's cached embeddings and
+/// neighbour lists), stay in the gallery's embedding space, and the report shows the objective, each model's
+/// gap to the paragon and the hubness of its search.
+#[test]
+fn tiny_pipeline_trains_with_a_non_bct_objective() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let text = train(&[
+        "pipeline",
+        "--preset",
+        "tiny",
+        "--out",
+        &s(&out),
+        "--workers",
+        "2",
+        "--objective",
+        "reg+rank",
+        "--rank-k",
+        "8",
+    ]);
+    assert!(text.contains("| cmpnas-8x | reg+rank |"), "{text}");
+    assert!(text.contains("| mobilenetv2-8x-bct | reg+rank |"), "{text}");
+    assert!(
+        text.contains("| mobilenetv2-8x-independent | independent |"),
+        "{text}"
+    );
+    assert!(text.contains("Gap to the paragon"), "{text}");
+
+    // The gallery's training-set embeddings were computed once and cached beside it, with the neighbour lists.
+    let gallery = out.join("gallery");
+    let key = json(&gallery.join("train-embeddings.json"));
+    assert_eq!(key["neighbours"], 8, "{key}");
+    assert!(gallery.join("train-embeddings.safetensors").is_file());
+
+    let tier = out.join("tier-8x");
+    let sn_run = json(&tier.join("supernet/supernet.json"));
+    assert_eq!(sn_run["compat"]["objective"], "reg+rank", "{sn_run}");
+    let gallery_id = json(&gallery.join("model.json"))["compat_id"].clone();
+    for model in ["cmpnas-bct", "mobilenetv2-bct"] {
+        let m = json(&tier.join(model).join("model.json"));
+        assert_eq!(m["compat_id"], gallery_id, "{model}");
+        assert_eq!(m["provenance"]["mode"], "reg+rank", "{model}");
+    }
+    // Independent controls keep an embedding space of their own.
+    assert_ne!(
+        json(&tier.join("mobilenetv2-independent/model.json"))["compat_id"],
+        gallery_id
+    );
+
+    let report = json(&out.join("report/report.json"));
+    let paragon = &report["paragon"]["metrics"];
+    assert!(
+        paragon["hubness"]["max"].as_u64().unwrap() >= 1,
+        "{paragon}"
+    );
+    for q in report["query_models"].as_array().unwrap() {
+        let gap = &q["gap_to_paragon"];
+        let want =
+            paragon["top10"].as_f64().unwrap() - q["heterogeneous"]["top10"].as_f64().unwrap();
+        assert!((gap["top10"].as_f64().unwrap() - want).abs() < 1e-12, "{q}");
+        assert!(q["heterogeneous"]["hubness"]["skewness"].is_number(), "{q}");
+    }
+}

@@ -88,6 +88,60 @@ fn tiny_pipeline_trains_exports_evaluates_and_resumes() {
     );
     assert_eq!(bm["provenance"]["mode"], "bct");
     assert_eq!(bm["provenance"]["preset"], "tiny");
+    // Plain BCT records no objective (runs recorded before objectives existed are the same runs) and needs
+    // no gallery embeddings.
+    let run = std::fs::read_to_string(bct.join("run.json")).unwrap();
+    assert!(!run.contains("compat"), "{run}");
+    assert!(!g.join("train-embeddings.json").exists());
+
+    // Another objective from the command line: supervised cross-model contrastive alone, without the query
+    // model's own classifier. It reads the gallery's cached training-set embeddings and stays in its space.
+    let supcon = dir.path().join("q-supcon");
+    train(&[
+        "query",
+        "--gallery",
+        &s(&g),
+        "--arch",
+        "mobilenetv2",
+        "--objective",
+        "supcon",
+        "--cls-weight",
+        "0",
+        "--out",
+        &s(&supcon),
+    ]);
+    let sm = manifest(&supcon);
+    assert_eq!(sm["compat_id"], gm["compat_id"]);
+    assert_eq!(sm["provenance"]["mode"], "supcon");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(supcon.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["compat"]["objective"], "supcon");
+    assert_eq!(run["compat"]["cls_weight"], 0.0);
+    assert!(g.join("train-embeddings.json").is_file());
+    let refused = hetvis_tests::bare_command("hetvis-train")
+        .args([
+            "--device",
+            "cpu",
+            "query",
+            "--gallery",
+            &s(&g),
+            "--arch",
+            "mobilenetv2",
+        ])
+        .args([
+            "--objective",
+            "bct+nope",
+            "--out",
+            &s(&dir.path().join("q-nope")),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("unknown objective term \"nope\""),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     let out = train(&[
         "eval",

@@ -9,12 +9,15 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::compat::CompatPreset;
 use crate::data::{Dataset, Split3};
 use crate::preset::{ClassifierPreset, CmpNasPreset, RewardMetric, Schedule, SupernetPreset};
 use crate::search::{self, Candidate, Rewards, SearchConfig};
 use crate::supernet::{recalibrate_bn, transition, ChildSampler, SuperNet};
 use crate::tch_net::TchNet;
-use crate::train::{fit, FitConfig, GalleryRun, TrainError};
+use crate::train::{
+    compatibility_loss, fit, gallery_embeddings, FitConfig, GalleryRun, TrainError,
+};
 
 /// How the super-network is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -50,6 +53,9 @@ pub struct SupernetRun {
     pub classifier: ClassifierPreset,
     pub preset: SupernetPreset,
     pub bct_weight: f64,
+    /// The compatibility objective of a `bct` super-network (absent in the records of plain-BCT runs).
+    #[serde(default, skip_serializing_if = "CompatPreset::is_default")]
+    pub compat: CompatPreset,
     pub seed: u64,
     /// The budget (MMACs) the sampling epochs' children are narrowed to fit, for
     /// [`ChildSampling::UnderBudget`]; `None` for uniform children (and runs written before this existed).
@@ -116,6 +122,12 @@ pub fn train_supernet(
     let mut vs = std::mem::replace(&mut sn.vs, tch::nn::VarStore::new(device));
     let steps_per_epoch = (data.train.len() / p.batch).max(1);
     let (mut step_epoch, mut step_in_epoch) = (usize::MAX, 0);
+    let cached = match run.loss {
+        SupernetLoss::Bct if run.compat.objective.needs_gallery_embeddings() => {
+            Some(gallery_embeddings(&gallery, &run.compat, data, device)?)
+        }
+        _ => None,
+    };
     let sampler = ChildSampler::new(&sn, run.train_under_mmacs)?;
     let probe = ChildProbe::new(&sn, &sampler, run.seed);
     let result = fit(
@@ -132,7 +144,7 @@ pub fn train_supernet(
         &mut vs,
         data,
         device,
-        |x, y, epoch| {
+        |x, y, rows, epoch| {
             let e = if epoch < p.warmup_epochs {
                 sn.warmup.forward_t(x, true)
             } else if epoch < p.warmup_epochs + p.transition_epochs {
@@ -151,9 +163,17 @@ pub fn train_supernet(
                     .expect("sampled architectures lower")
                     .forward_t(x, true)
             };
-            let mut loss = sn.head.loss(&e, y);
+            let mut loss = sn.head.loss(&e, y) * run.compat.cls_weight;
             if run.loss == SupernetLoss::Bct {
-                loss += gallery.head.loss(&e, y) * run.bct_weight;
+                loss += compatibility_loss(
+                    &run.compat,
+                    run.bct_weight,
+                    &gallery,
+                    cached.as_ref(),
+                    &e,
+                    y,
+                    rows,
+                );
             }
             let correct = sn
                 .head

@@ -51,6 +51,7 @@ impl Context<'_> {
             preset: self.preset_name.to_owned(),
             init: None,
             kd: p.kd,
+            compat: Default::default(),
         }
     }
 
@@ -71,7 +72,12 @@ impl Context<'_> {
             mode,
             gallery: gallery.to_owned(),
         };
-        self.run_config(name, spec, objective, Schedule { lr, ..p.query })
+        let mut config = self.run_config(name, spec, objective, Schedule { lr, ..p.query });
+        // Only the compatible mode trains with the objective (the others' records stay as they were).
+        if mode == QueryMode::Bct {
+            config.compat = p.compat.clone();
+        }
+        config
     }
 
     pub fn gallery_config(&self, name: &str) -> RunConfig {
@@ -99,6 +105,10 @@ impl Context<'_> {
             classifier: p.classifier,
             preset: p.cmpnas.supernet,
             bct_weight: p.bct_weight,
+            compat: match loss {
+                SupernetLoss::Bct => p.compat.clone(),
+                SupernetLoss::Vanilla => Default::default(),
+            },
             seed: self.seed,
             train_under_mmacs: (p.cmpnas.supernet.sampling == ChildSampling::UnderBudget)
                 .then_some(budget),

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use hetvis_models::atomic::write as write_atomic;
 use hetvis_models::embed::Embedder;
 use hetvis_models::manifest::ModelManifest;
-use hetvis_models::metrics::{evaluate as retrieval, Labelled, MetricsConfig, RetrievalMetrics};
+use hetvis_models::metrics::{
+    evaluate as retrieval, Hubness, Labelled, MetricsConfig, RetrievalMetrics,
+};
 use hetvis_models::runtime::SessionConfig;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,37 @@ pub struct Metrics {
     pub tar_at_far_1e_2: f64,
     #[serde(rename = "tar_at_far_1e-3")]
     pub tar_at_far_1e_3: f64,
+    /// How the search spreads its top-10 answers over the gallery (absent in reports made before it was
+    /// measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hubness: Option<Hubness>,
+}
+
+/// How far a query model's heterogeneous search falls short of the paragon, metric by metric: paragon minus
+/// heterogeneous, as fractions (0.049 = 4.9 points).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Gap {
+    pub top1: f64,
+    pub top5: f64,
+    pub top10: f64,
+    pub map_at_r: f64,
+    #[serde(rename = "tar_at_far_1e-2")]
+    pub tar_at_far_1e_2: f64,
+    #[serde(rename = "tar_at_far_1e-3")]
+    pub tar_at_far_1e_3: f64,
+}
+
+impl Gap {
+    pub fn between(paragon: &Metrics, heterogeneous: &Metrics) -> Self {
+        Self {
+            top1: paragon.top1 - heterogeneous.top1,
+            top5: paragon.top5 - heterogeneous.top5,
+            top10: paragon.top10 - heterogeneous.top10,
+            map_at_r: paragon.map_at_r - heterogeneous.map_at_r,
+            tar_at_far_1e_2: paragon.tar_at_far_1e_2 - heterogeneous.tar_at_far_1e_2,
+            tar_at_far_1e_3: paragon.tar_at_far_1e_3 - heterogeneous.tar_at_far_1e_3,
+        }
+    }
 }
 
 impl From<&RetrievalMetrics> for Metrics {
@@ -35,6 +68,7 @@ impl From<&RetrievalMetrics> for Metrics {
             map_at_r: m.map_at_r,
             tar_at_far_1e_2: m.tar(1e-2),
             tar_at_far_1e_3: m.tar(1e-3),
+            hubness: Some(m.hubness),
         }
     }
 }
@@ -68,6 +102,9 @@ pub struct QueryResult {
     pub compatible_id: bool,
     pub homogeneous: Metrics,
     pub heterogeneous: Metrics,
+    /// Paragon minus heterogeneous on every metric.
+    #[serde(default)]
+    pub gap_to_paragon: Gap,
 }
 
 impl QueryResult {
@@ -228,6 +265,7 @@ pub fn run_cached(
         }
         let q_emb = embed_split(&mut q, test, &qm.name)?;
         let qe = Labelled::new(&q_emb, &labels, dim);
+        let heterogeneous: Metrics = (&retrieval(qe, ge, &cfg)).into();
         let result = QueryResult {
             name: qm.name.clone(),
             mmacs: qm.mmacs,
@@ -235,7 +273,8 @@ pub fn run_cached(
             mode: qm.provenance.mode.clone(),
             compatible_id: qm.compat_id == gm.compat_id,
             homogeneous: (&retrieval(qe, qe, &cfg)).into(),
-            heterogeneous: (&retrieval(qe, ge, &cfg)).into(),
+            gap_to_paragon: Gap::between(&paragon.metrics, &heterogeneous),
+            heterogeneous,
         };
         cache.evaluated += 1;
         cache.queries.insert(stamp, result.clone());
@@ -314,6 +353,45 @@ pub fn markdown(r: &Report) -> String {
             }
         );
     }
-    s += "\nRule: the compatibility rule M(q, g) > M(q, q) on top-1.\n";
+    s += "\nRule: the compatibility rule M(q, g) > M(q, q) on top-1.\n\n";
+    s += &gap_table(r);
+    s
+}
+
+/// Each query model's gap to the paragon (points) and the hubness of its heterogeneous search, beside the
+/// paragon's own hubness: where an objective acts.
+fn gap_table(r: &Report) -> String {
+    let points = |v: f64| format!("{:.1}", 100.0 * v);
+    let hub = |m: &Metrics| match m.hubness {
+        Some(h) => format!("{:.2} | {}", h.skewness, h.max),
+        None => "- | -".into(),
+    };
+    let mut s = format!(
+        "Gap to the paragon in points (paragon minus heterogeneous), and hubness of each search: the skewness and \
+         the maximum of N{k}, how often one gallery image is among the queries' top-{k}.\n\n",
+        k = hetvis_models::metrics::HUBNESS_K
+    );
+    s += "| Model | Mode | Gap top-1 | Gap top-5 | Gap top-10 | Gap mAP@R | Gap TAR@1e-3 | Het. hub skew | Het. hub max | Hom. hub skew | Hom. hub max |\n";
+    s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    s += &format!(
+        "| {} (paragon) | gallery | | | | | | {} | |\n",
+        r.paragon.name,
+        hub(&r.paragon.metrics)
+    );
+    for q in &r.query_models {
+        let g = q.gap_to_paragon;
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            q.name,
+            q.mode,
+            points(g.top1),
+            points(g.top5),
+            points(g.top10),
+            points(g.map_at_r),
+            points(g.tar_at_far_1e_3),
+            hub(&q.heterogeneous),
+            hub(&q.homogeneous),
+        );
+    }
     s
 }

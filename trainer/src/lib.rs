@@ -5,11 +5,13 @@
 //! (MMACs, budgets, spaces), `sampling`, `preset`, `data` and `progress` are leaves that everything may use.
 
 pub mod cmpnas;
+pub mod compat;
 pub mod context;
 pub mod data;
 pub mod device;
 pub mod distill;
 pub mod eval;
+pub mod gallery_cache;
 pub mod head;
 pub mod jobs;
 pub mod pipeline;

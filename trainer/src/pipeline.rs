@@ -230,7 +230,8 @@ pub fn report(
     let points: Vec<crate::plot::Point> = report
         .query_models
         .iter()
-        .filter(|q| q.mode == "bct")
+        // The compatible models: those in the gallery's embedding space, trained with the objective (not `l2`).
+        .filter(|q| q.compatible_id && q.mode != QueryMode::L2.name())
         .map(|q| crate::plot::Point {
             label: q.name.clone(),
             mmacs: q.mmacs,

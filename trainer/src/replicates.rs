@@ -335,6 +335,7 @@ mod tests {
             map_at_r: top1,
             tar_at_far_1e_2: top1,
             tar_at_far_1e_3: top1,
+            hubness: None,
         }
     }
 
@@ -347,6 +348,7 @@ mod tests {
             compatible_id: true,
             homogeneous: metrics(hom),
             heterogeneous: metrics(het),
+            gap_to_paragon: Default::default(),
         }
     }
 

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
+use crate::compat::{self, CompatPreset, Term};
 use crate::data::{augment, Dataset};
+use crate::gallery_cache::GalleryEmbeddings;
 use crate::head::CosineHead;
 use crate::preset::{ClassifierPreset, HeadInit, KdPreset, Schedule};
 use crate::tch_net::{load_into, TchNet};
@@ -26,7 +28,8 @@ use crate::tch_net::{load_into, TchNet};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum QueryMode {
-    /// Own classifier plus the influence loss through the gallery's frozen classifier.
+    /// Own classifier plus the compatibility objective (`compat`): BCT's influence loss through the gallery's
+    /// frozen classifier by default, or any composition of the terms of [`crate::compat`].
     Bct,
     /// Own classifier only: the control, expected to be incompatible.
     Independent,
@@ -83,6 +86,9 @@ pub struct RunConfig {
     pub init: Option<PathBuf>,
     #[serde(default)]
     pub kd: KdPreset,
+    /// The compatibility objective of `bct` mode (absent in the records of plain-BCT runs).
+    #[serde(default, skip_serializing_if = "CompatPreset::is_default")]
+    pub compat: CompatPreset,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -128,6 +134,8 @@ pub enum TrainError {
     Write(#[from] hetvis_models::atomic::AtomicWriteError),
     #[error(transparent)]
     Weights(#[from] hetvis_models::weights::WeightsError),
+    #[error(transparent)]
+    Cache(#[from] crate::gallery_cache::CacheError),
 }
 
 /// A directory holds a run whose config differs from the one asked for: the error names each differing field
@@ -406,6 +414,18 @@ pub fn run(
         }
     }
 
+    // The gallery's embeddings of the training images, for the objective's terms that read them.
+    let cached = match (&gallery, mode) {
+        (Some(g), Some(QueryMode::Bct)) if config.compat.objective.needs_gallery_embeddings() => {
+            Some(gallery_embeddings(g, &config.compat, data, device)?)
+        }
+        _ => None,
+    };
+    let cls_weight = match mode {
+        Some(QueryMode::Bct) => config.compat.cls_weight,
+        _ => 1.0,
+    };
+
     let resumed_from = fit(
         &FitConfig {
             dir,
@@ -416,12 +436,22 @@ pub fn run(
         &mut vs,
         data,
         device,
-        |x, y, _epoch| {
+        |x, y, rows, _epoch| {
             let e = net.forward_t(x, true);
-            let mut loss = head.loss(&e, y);
+            let mut loss = head.loss(&e, y) * cls_weight;
             if let (Some(g), Objective::Query { mode, .. }) = (&gallery, &config.objective) {
                 match mode {
-                    QueryMode::Bct => loss += g.head.loss(&e, y) * config.bct_weight,
+                    QueryMode::Bct => {
+                        loss += compatibility_loss(
+                            &config.compat,
+                            config.bct_weight,
+                            g,
+                            cached.as_ref(),
+                            &e,
+                            y,
+                            rows,
+                        )
+                    }
                     QueryMode::L2 => {
                         let target = tch::no_grad(|| g.net.forward_t(x, false));
                         loss += (&e - target)
@@ -471,7 +501,10 @@ pub fn run(
     let (role, mode, compat_id) = match (&config.objective, &gallery) {
         (Objective::Query { mode, .. }, Some(g)) => (
             Role::Query,
-            mode.name().to_owned(),
+            match mode {
+                QueryMode::Bct => config.compat.mode_name(),
+                other => other.name().to_owned(),
+            },
             if mode.claims_gallery_space() {
                 g.manifest.compat_id.clone()
             } else {
@@ -509,6 +542,55 @@ pub fn run(
     })
 }
 
+/// The gallery's cached embeddings of `data`'s training images (with the neighbour lists `rank` reads).
+pub fn gallery_embeddings(
+    g: &GalleryRun,
+    compat: &CompatPreset,
+    data: &Dataset,
+    device: Device,
+) -> Result<GalleryEmbeddings, TrainError> {
+    let neighbours = if compat.objective.has(Term::Rank) {
+        compat.rank_k
+    } else {
+        0
+    };
+    Ok(GalleryEmbeddings::load_or_compute(
+        &g.dir,
+        g.manifest.embedding_dim,
+        |x| g.net.forward_t(x, false),
+        data,
+        neighbours,
+        device,
+    )?)
+}
+
+/// The compatibility objective's loss for query embeddings `e` of the training images at `rows` (labels `y`):
+/// BCT's influence loss through the gallery's frozen classifier (weight `bct_weight`) when the objective has it,
+/// plus its embedding terms, which read `cached`.
+pub fn compatibility_loss(
+    compat: &CompatPreset,
+    bct_weight: f64,
+    g: &GalleryRun,
+    cached: Option<&GalleryEmbeddings>,
+    e: &Tensor,
+    y: &Tensor,
+    rows: &Tensor,
+) -> Tensor {
+    let mut loss = if compat.objective.has(Term::Bct) {
+        g.head.loss(e, y) * bct_weight
+    } else {
+        e.zeros_like().sum(Kind::Float)
+    };
+    if let Some(cache) = cached {
+        let contrastive = compat.objective.has(Term::Con) || compat.objective.has(Term::Supcon);
+        let batch = cache.batch(rows, if contrastive { compat.negatives } else { 0 });
+        if let Some(terms) = compat::embedding_terms(compat, e, &batch.view()) {
+            loss += terms;
+        }
+    }
+    loss
+}
+
 /// What [`fit`] needs besides the model.
 pub struct FitConfig<'a> {
     pub dir: &'a Path,
@@ -519,7 +601,8 @@ pub struct FitConfig<'a> {
 
 /// The training loop shared by every trainer: resume from `dir`'s checkpoint, SGD (momentum 0.9, Nesterov,
 /// weight decay 5e-4) with warm-up + cosine learning rate, shuffled (and optionally augmented) batches, a
-/// progress bar, one `train_log.jsonl` line and one checkpoint per epoch. `step(x, y, epoch)` returns the
+/// progress bar, one `train_log.jsonl` line and one checkpoint per epoch. `step(x, y, rows, epoch)` (`rows`:
+/// the batch's indices in the training split) returns the
 /// batch loss and the number of correct predictions; `validate()` the validation accuracy. Returns the number
 /// of epochs that were already done when it started.
 pub fn fit(
@@ -527,7 +610,7 @@ pub fn fit(
     vs: &mut nn::VarStore,
     data: &Dataset,
     device: Device,
-    mut step: impl FnMut(&Tensor, &Tensor, usize) -> (Tensor, Tensor),
+    mut step: impl FnMut(&Tensor, &Tensor, &Tensor, usize) -> (Tensor, Tensor),
     mut validate: impl FnMut() -> f64,
 ) -> Result<usize, TrainError> {
     let dir = cfg.dir;
@@ -573,7 +656,7 @@ pub fn fit(
                 x = augment(&x, 2);
             }
             let y = data.train.y.index_select(0, &idx);
-            let (loss, right) = step(&x, &y, epoch);
+            let (loss, right) = step(&x, &y, &idx, epoch);
             opt.backward_step(&loss);
             let l = loss.double_value(&[]);
             loss_sum += l;

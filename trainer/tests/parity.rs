@@ -185,6 +185,7 @@ fn trained_gallery_resnet101_matches_its_onnx_export() {
         preset: "tiny".into(),
         init: None,
         kd: p.kd,
+        compat: Default::default(),
     };
     train::run(dir.path(), &config, &ds, Device::Cpu).unwrap();
 

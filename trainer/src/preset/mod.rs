@@ -126,6 +126,10 @@ pub struct Preset {
     pub l2_weight: f64,
     #[serde(default)]
     pub kd: KdPreset,
+    /// The compatibility objective of compatible (`bct` mode) query models and of the CMP-NAS super-network:
+    /// BCT's influence loss alone when absent.
+    #[serde(default)]
+    pub compat: crate::compat::CompatPreset,
     /// `finetune` mode trains at this fraction of the query learning rate (it starts from trained weights).
     #[serde(default = "default_finetune_lr_scale")]
     pub finetune_lr_scale: f64,

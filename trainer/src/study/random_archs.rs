@@ -462,6 +462,7 @@ mod tests {
             map_at_r: 0.0,
             tar_at_far_1e_2: 0.0,
             tar_at_far_1e_3: 0.0,
+            hubness: None,
         };
         let trained = Trained {
             homogeneous: metrics(retrained.0),

@@ -68,6 +68,7 @@ fn mean(ms: &[&Metrics]) -> Metrics {
         map_at_r: avg(|m| m.map_at_r),
         tar_at_far_1e_2: avg(|m| m.tar_at_far_1e_2),
         tar_at_far_1e_3: avg(|m| m.tar_at_far_1e_3),
+        hubness: None,
     }
 }
 

@@ -24,6 +24,59 @@ pub struct DataArgs {
     pub seed: Option<u64>,
 }
 
+/// The compatibility objective, over the preset's `compat` (see `hetvis_trainer::compat`).
+#[derive(Args, Clone, Default)]
+pub struct CompatArgs {
+    /// Terms of the compatibility objective joined with `+`: bct (BCT's influence loss), reg (cosine regression
+    /// onto the gallery embedding), con / supcon (cross-model contrastive, instance / supervised), rank (ranking
+    /// distillation over the gallery's neighbours). Default: the preset's `compat.objective` (`bct`).
+    #[arg(long, env = "HETVIS_OBJECTIVE")]
+    pub objective: Option<hetvis_trainer::compat::Objective>,
+    /// Weight of the query model's own classification loss (0: the objective alone).
+    #[arg(long)]
+    pub cls_weight: Option<f64>,
+    /// Weight of BCT's influence loss.
+    #[arg(long)]
+    pub bct_weight: Option<f64>,
+    #[arg(long)]
+    pub reg_weight: Option<f64>,
+    /// Weight of con or supcon.
+    #[arg(long)]
+    pub con_weight: Option<f64>,
+    #[arg(long)]
+    pub rank_weight: Option<f64>,
+    /// Temperature of the contrastive terms.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Gallery neighbours per image in ranking distillation.
+    #[arg(long)]
+    pub rank_k: Option<usize>,
+}
+
+impl CompatArgs {
+    /// The preset with these options over its own.
+    pub fn apply(&self, p: &mut Preset) {
+        let c = &mut p.compat;
+        if let Some(o) = &self.objective {
+            c.objective = o.clone();
+        }
+        let set = |slot: &mut f64, v: Option<f64>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut c.cls_weight, self.cls_weight);
+        set(&mut c.reg_weight, self.reg_weight);
+        set(&mut c.con_weight, self.con_weight);
+        set(&mut c.rank_weight, self.rank_weight);
+        set(&mut c.temperature, self.temperature);
+        set(&mut p.bct_weight, self.bct_weight);
+        if let Some(k) = self.rank_k {
+            p.compat.rank_k = k;
+        }
+    }
+}
+
 /// The global options, resolved once.
 pub struct Ctx {
     pub device: tch::Device,

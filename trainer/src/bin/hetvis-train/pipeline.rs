@@ -9,7 +9,7 @@ use hetvis_trainer::eval::{self, EvalCache};
 use hetvis_trainer::jobs::Workers;
 use hetvis_trainer::pipeline::{self, Job, PipelineRuns};
 
-use crate::common::{run_context, Ctx, DataArgs};
+use crate::common::{run_context, CompatArgs, Ctx, DataArgs};
 
 #[derive(Args)]
 pub struct PipelineArgs {
@@ -17,6 +17,8 @@ pub struct PipelineArgs {
     preset: String,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    compat: CompatArgs,
     #[arg(long)]
     out: PathBuf,
     /// Query-model jobs that train side by side after the gallery, each a child process with its share of
@@ -30,7 +32,8 @@ pub struct PipelineArgs {
 }
 
 pub fn run(ctx: &Ctx, a: PipelineArgs) -> anyhow::Result<()> {
-    let p = ctx.preset(&a.preset)?;
+    let mut p = ctx.preset(&a.preset)?;
+    a.compat.apply(&mut p);
     let (ds, label) = ctx.dataset(&p, &a.data)?;
     let rc = run_context(ctx, &p, &a.preset, &ds, &label, &a.data);
     let out = &a.out;

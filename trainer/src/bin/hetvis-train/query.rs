@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use hetvis_trainer::train::{self, QueryMode};
 
-use crate::common::{query_spec, report_outcome, run_context, run_name, Ctx, DataArgs};
+use crate::common::{query_spec, report_outcome, run_context, run_name, CompatArgs, Ctx, DataArgs};
 
 #[derive(Args)]
 pub struct QueryArgs {
@@ -25,15 +25,18 @@ pub struct QueryArgs {
     preset: Option<String>,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    compat: CompatArgs,
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(ctx: &Ctx, a: QueryArgs) -> anyhow::Result<()> {
-    let (p, preset) = match a.preset {
+    let (mut p, preset) = match a.preset {
         Some(name) => (ctx.preset(&name)?, name),
         None => ctx.gallery_preset(&a.gallery)?,
     };
+    a.compat.apply(&mut p);
     let (ds, label) = ctx.dataset(&p, &a.data)?;
     let rc = run_context(ctx, &p, &preset, &ds, &label, &a.data);
     let mut config = rc.query_config(

@@ -8,7 +8,7 @@ use hetvis_trainer::context::Context;
 use hetvis_trainer::tier::Tier;
 use hetvis_trainer::train;
 
-use crate::common::{run_context, Ctx, DataArgs};
+use crate::common::{run_context, CompatArgs, Ctx, DataArgs};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -29,12 +29,15 @@ pub struct SearchArgs {
     search_seed: Option<u64>,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    compat: CompatArgs,
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(ctx: &Ctx, a: SearchArgs) -> anyhow::Result<()> {
-    let (p, preset) = ctx.gallery_preset(&a.gallery)?;
+    let (mut p, preset) = ctx.gallery_preset(&a.gallery)?;
+    a.compat.apply(&mut p);
     let (ds, label) = ctx.dataset(&p, &a.data)?;
     let rc = Context {
         search_seed: a.search_seed,

@@ -7,7 +7,7 @@ use hetvis_trainer::cmpnas::{self, SupernetLoss};
 use hetvis_trainer::tier::Tier;
 use hetvis_trainer::train;
 
-use crate::common::{run_context, Ctx, DataArgs};
+use crate::common::{run_context, CompatArgs, Ctx, DataArgs};
 
 #[derive(Args)]
 pub struct SupernetArgs {
@@ -20,12 +20,15 @@ pub struct SupernetArgs {
     loss: SupernetLoss,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    compat: CompatArgs,
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(ctx: &Ctx, a: SupernetArgs) -> anyhow::Result<()> {
-    let (p, preset) = ctx.gallery_preset(&a.gallery)?;
+    let (mut p, preset) = ctx.gallery_preset(&a.gallery)?;
+    a.compat.apply(&mut p);
     let (ds, label) = ctx.dataset(&p, &a.data)?;
     let rc = run_context(ctx, &p, &preset, &ds, &label, &a.data);
     let budget = a.tier.budget(train::gallery_manifest(&a.gallery)?.mmacs);
