@@ -13,7 +13,7 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 use crate::eval::{metric_of, Metrics, QueryResult, Report};
 use crate::preset::RewardMetric as Metric;
 
-/// The group whose rows are compared with every other group.
+/// The group whose rows are compared with every other group, by default.
 pub const SEARCHED: &str = "cmpnas";
 
 /// The columns reported: (side, metric).
@@ -82,7 +82,15 @@ pub struct ModelStats {
     pub rule: Vec<usize>,
     /// Heterogeneous top-1 of each seed, in percent.
     pub het_top1_per_seed: Vec<f64>,
+    /// Gap to the paragon (paragon minus heterogeneous, points) on top-1, top-10 and mAP@R.
+    pub gap: Vec<MeanSd>,
+    /// Hubness of the heterogeneous search: skewness and maximum of N10 (absent in older reports).
+    pub hub_skewness: Option<MeanSd>,
+    pub hub_max: Option<MeanSd>,
 }
+
+/// The metrics of the gap columns.
+pub const GAP_METRICS: [Metric; 3] = [Metric::Top1, Metric::Top10, Metric::MapAtR];
 
 /// The searched model minus another, per column, with Welch's two-sided p (`None` where a side has fewer than
 /// two seeds or neither has any spread).
@@ -96,6 +104,8 @@ pub struct Comparison {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicateStats {
     pub models: Vec<ModelStats>,
+    /// The group compared with every other one.
+    pub reference: String,
     pub searched_vs: Vec<Comparison>,
 }
 
@@ -151,7 +161,16 @@ fn values(rows: &[&QueryResult], side: Side, metric: Metric) -> Vec<f64> {
         .collect()
 }
 
-pub fn compute(report: &Report) -> ReplicateStats {
+fn mean_sd(v: &[f64]) -> MeanSd {
+    MeanSd {
+        mean: mean(v),
+        sd: variance(v).sqrt(),
+    }
+}
+
+/// Seed statistics of every model group of `report`, and `reference` (a group name, e.g. [`SEARCHED`]) minus
+/// every other group with Welch's test.
+pub fn compute(report: &Report, reference: &str) -> ReplicateStats {
     // Groups in the order they first appear in the report.
     let mut order: Vec<String> = Vec::new();
     let mut groups: BTreeMap<String, Vec<&QueryResult>> = BTreeMap::new();
@@ -191,14 +210,27 @@ pub fn compute(report: &Report) -> ReplicateStats {
                     })
                     .collect(),
                 het_top1_per_seed: values(rows, Side::Heterogeneous, Metric::Top1),
+                gap: GAP_METRICS
+                    .iter()
+                    .map(|&m| {
+                        let paragon = 100.0 * metric_of(&report.paragon.metrics, m);
+                        let v: Vec<f64> = values(rows, Side::Heterogeneous, m)
+                            .iter()
+                            .map(|h| paragon - h)
+                            .collect();
+                        mean_sd(&v)
+                    })
+                    .collect(),
+                hub_skewness: hubness(rows, |h| h.skewness),
+                hub_max: hubness(rows, |h| f64::from(h.max)),
             }
         })
         .collect();
-    let searched_vs = match groups.get(SEARCHED) {
+    let searched_vs = match groups.get(reference) {
         None => Vec::new(),
         Some(searched) => order
             .iter()
-            .filter(|name| *name != SEARCHED)
+            .filter(|name| *name != reference)
             .map(|name| {
                 let other = &groups[name];
                 let (difference, p) = COLUMNS
@@ -218,8 +250,21 @@ pub fn compute(report: &Report) -> ReplicateStats {
     };
     ReplicateStats {
         models,
+        reference: reference.to_owned(),
         searched_vs,
     }
+}
+
+/// Mean and s.d. of a hubness figure of the heterogeneous searches, when every row has it.
+fn hubness(
+    rows: &[&QueryResult],
+    f: impl Fn(&hetvis_models::metrics::Hubness) -> f64,
+) -> Option<MeanSd> {
+    let v: Option<Vec<f64>> = rows
+        .iter()
+        .map(|q| q.heterogeneous.hubness.as_ref().map(&f))
+        .collect();
+    v.map(|v| mean_sd(&v))
 }
 
 fn p_text(p: Option<f64>) -> String {
@@ -268,9 +313,32 @@ pub fn markdown(s: &ReplicateStats) -> String {
             per_seed.join(", ")
         );
     }
+    let sd = |c: &MeanSd| format!("{:.1} ± {:.1}", c.mean, c.sd);
+    let gap_heads: Vec<String> = GAP_METRICS
+        .iter()
+        .map(|m| format!("gap {}", metric_label(*m)))
+        .collect();
+    out += &format!(
+        "\nGap to the paragon (points, paragon minus heterogeneous) and hubness of the heterogeneous search \
+         (N10: how often one gallery image is among the queries' top-10):\n\n| model | {} | hub skewness | hub max |\n|---|{}---:|---:|\n",
+        gap_heads.join(" | "),
+        "---:|".repeat(GAP_METRICS.len())
+    );
+    for m in &s.models {
+        let gaps: Vec<String> = m.gap.iter().map(sd).collect();
+        let hub = |c: &Option<MeanSd>| c.as_ref().map_or("-".into(), sd);
+        out += &format!(
+            "| {} | {} | {} | {} |\n",
+            m.model,
+            gaps.join(" | "),
+            hub(&m.hub_skewness),
+            hub(&m.hub_max)
+        );
+    }
     if !s.searched_vs.is_empty() {
         out += &format!(
-            "\n{SEARCHED} minus each other model, mean difference (Welch's two-sided p):\n\n| against | {} |\n|---|{}\n",
+            "\n{} minus each other model, mean difference (Welch's two-sided p):\n\n| against | {} |\n|---|{}\n",
+            s.reference,
             heads.join(" | "),
             "---:|".repeat(COLUMNS.len())
         );
@@ -369,7 +437,7 @@ mod tests {
                 row("cmpnas-bct-seed1", 0.82, 0.86),
             ],
         };
-        let s = compute(&report);
+        let s = compute(&report, SEARCHED);
         let names: Vec<&str> = s.models.iter().map(|m| m.model.as_str()).collect();
         assert_eq!(names, ["mobilenetv2", "cmpnas"]);
         let mnv2 = &s.models[0];
@@ -381,8 +449,18 @@ mod tests {
         assert_eq!(s.searched_vs.len(), 1);
         assert!((s.searched_vs[0].difference[1] - 9.0).abs() < 1e-9);
         assert!(s.searched_vs[0].p[1].is_some_and(|p| p > 0.0 && p < 1.0));
+        // Gap to the paragon (90): 10 and 20 points on top-1 for the two mobilenetv2 seeds.
+        assert!((mnv2.gap[0].mean - 15.0).abs() < 1e-9, "{:?}", mnv2.gap);
+        assert!(mnv2.hub_skewness.is_none());
         let md = markdown(&s);
         assert!(md.contains("| cmpnas | 1.50 | 2 |"), "{md}");
         assert!(md.contains("| mobilenetv2 | +"), "{md}");
+        assert!(md.contains("| mobilenetv2 | 15.0 ± 7.1 |"), "{md}");
+
+        // Another reference: mobilenetv2 minus cmpnas.
+        let s = compute(&report, "mobilenetv2");
+        assert_eq!(s.searched_vs[0].against, "cmpnas");
+        assert!((s.searched_vs[0].difference[1] + 9.0).abs() < 1e-9);
+        assert!(markdown(&s).contains("mobilenetv2 minus each other model"));
     }
 }

@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn builtin_presets_parse_and_lower() {
         let presets = all(None).unwrap();
-        for name in ["tiny", "cpu", "paper"] {
+        for name in ["tiny", "cpu", "full", "paper"] {
             let p = &presets[name];
             p.gallery_spec().lower().unwrap();
             for b in p.baselines.values() {

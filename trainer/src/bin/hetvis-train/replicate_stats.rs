@@ -16,6 +16,10 @@ pub struct ReplicateStatsArgs {
     /// Also write the statistics as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The model group compared with every other one (Welch's test): group names drop the tier, the `-bct`
+    /// suffix and `-seedN` (`mobilenetv2-80x-bct-seed3` -> `mobilenetv2`).
+    #[arg(long, default_value = replicates::SEARCHED)]
+    reference: String,
 }
 
 pub fn run(a: ReplicateStatsArgs) -> anyhow::Result<()> {
@@ -23,7 +27,7 @@ pub fn run(a: ReplicateStatsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", a.report.display()))?;
     let report: Report = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an evaluation report", a.report.display()))?;
-    let stats = replicates::compute(&report);
+    let stats = replicates::compute(&report, &a.reference);
     print!("{}", replicates::markdown(&stats));
     if let Some(path) = a.json {
         atomic::write(&path, serde_json::to_string_pretty(&stats)?.as_bytes())?;
