@@ -3,8 +3,7 @@
 # $RUNS/tier-TIER/MODEL/model.json, e.g. MODEL=mobilenetv2-bct) against the pipeline's gallery with each
 # compatibility objective (`bct`, `reg`, `bct+reg`, `con`, `supcon`, `rank`, ...) and each seed of SEEDS
 # (default "0 1 2 3 4 5 6 7"), then evaluates them all beside the gallery and prints `hetvis-train
-# replicate-stats` with BCT alone as the reference of Welch's tests (each group minus it, sign flipped in the
-# table's reading: "ARCH minus each other model").
+# replicate-stats` with BCT alone (the group named after the architecture) as the reference of Welch's tests.
 # HETVIS_PRESETS=FILE passes a presets file (the one the pipeline ran with) to every command; RUNS (default
 # runs/fm) is the pipeline's output directory; EXTRA="--cls-weight 0 ..." adds query options to every run.
 # Results: $RUNS/objectives/tier-TIER/report/ (report.json, report.md, replicate_stats.json, stats.md).

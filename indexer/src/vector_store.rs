@@ -2,7 +2,8 @@
 //! [`EmbeddedStore`] when it is opened for changing) or a Milvus collection ([`MilvusStore`]).
 //!
 //! [`GallerySearch`] is what querying needs (the manifest that the model checks use, counts, search);
-//! [`VectorStore`] adds durable changes. `hetvis-index` and the benchmarks work through them.
+//! [`VectorStore`] adds durable changes. `hetvis-index` works through them (the `backends` benchmark calls
+//! each implementation directly, since it compares them).
 
 use hetvis_models::manifest::ModelManifest;
 
@@ -73,7 +74,7 @@ impl GallerySearch for Index {
 }
 
 /// An index directory opened for changing: its writer lock is held for the store's life, and its graph is not
-/// loaded (changes need none; searches are exact until [`EmbeddedStore::load_graph`]).
+/// loaded (changes need none; its searches are exact).
 pub struct EmbeddedStore {
     index: Option<Index>,
     lock: WriterLock,
@@ -90,22 +91,9 @@ impl EmbeddedStore {
         })
     }
 
-    /// Loads the stored graph (or builds one), for HNSW searches.
-    pub fn load_graph(&mut self) -> Result<(), IndexError> {
-        let index = self.index_mut();
-        let (graph, _) = index.load_or_build_graph()?;
-        index.install_graph(graph)
-    }
-
     pub fn index(&self) -> &Index {
         self.index
             .as_ref()
-            .expect("the index is only taken during a compaction")
-    }
-
-    fn index_mut(&mut self) -> &mut Index {
-        self.index
-            .as_mut()
             .expect("the index is only taken during a compaction")
     }
 
@@ -176,6 +164,9 @@ impl VectorStore for EmbeddedStore {
             let before = self.index().log_stats();
             let started = std::time::Instant::now();
             let durability = self.compact(kind)?;
+            if let crate::atomic_dir::Durability::NotDurable(why) = &durability {
+                tracing::warn!(dir = %self.dir().display(), why, "compacted but not yet durable");
+            }
             tracing::info!(
                 ?kind,
                 changes = before.changes,

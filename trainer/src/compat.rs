@@ -199,7 +199,8 @@ pub struct GalleryBatch<'a> {
     pub neighbours: Option<&'a Tensor>,
 }
 
-fn unit(e: &Tensor) -> Tensor {
+/// `e`'s rows scaled to unit length.
+pub fn unit(e: &Tensor) -> Tensor {
     e / e
         .norm_scalaropt_dim(2, [1i64].as_slice(), true)
         .clamp_min(1e-12)

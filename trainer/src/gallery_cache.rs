@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use crate::compat::GalleryBatch;
+use crate::compat::{unit, GalleryBatch};
 use crate::data::Dataset;
 
 #[derive(Debug, thiserror::Error)]
@@ -308,12 +308,6 @@ impl BatchTensors {
             neighbours: self.neighbours.as_ref(),
         }
     }
-}
-
-fn unit(e: &Tensor) -> Tensor {
-    e / e
-        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
-        .clamp_min(1e-12)
 }
 
 /// Each row's `k` nearest rows of `e` (unit rows) by cosine, itself included, best first `[N, k]`.

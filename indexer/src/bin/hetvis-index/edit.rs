@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use hetvis_indexer::{compaction, Compaction, Durability, Index, WriterLock};
+use hetvis_indexer::{Compaction, Durability, EmbeddedStore};
 
 use crate::place::Place;
 
@@ -41,21 +41,16 @@ pub fn remove(place: &Place, ids: &[String]) -> anyhow::Result<()> {
 /// Folds the write-ahead log into the stored files; with `reclaim` (and removed rows to reclaim) also rewrites
 /// the index with its live items only and a graph built anew over them.
 pub fn compact(dir: &Path, reclaim: bool) -> anyhow::Result<()> {
-    let lock = WriterLock::acquire(dir)?;
-    let index = Index::open_without_graph(dir)?;
-    let kind = if reclaim && !index.removed_rows().is_empty() {
+    let mut store = EmbeddedStore::open(dir)?;
+    let index = store.index();
+    let (log, removed) = (index.log_stats(), index.removed_rows().len());
+    let kind = if reclaim && removed > 0 {
         Compaction::Reclaim
     } else {
         Compaction::Fold
     };
-    run(index, &lock, kind)
-}
-
-fn run(index: Index, lock: &WriterLock, kind: Compaction) -> anyhow::Result<()> {
-    let dir = lock.target();
-    let (log, removed) = (index.log_stats(), index.removed_rows().len());
     let started = Instant::now();
-    let (index, durability) = compaction::run(index, lock, kind)?;
+    let durability = store.compact(kind)?;
     warn_if_not_durable(dir, durability);
     let reclaimed = match kind {
         Compaction::Reclaim => format!("{removed} removed rows reclaimed (graph rebuilt)"),
@@ -67,7 +62,7 @@ fn run(index: Index, lock: &WriterLock, kind: Compaction) -> anyhow::Result<()> 
         started.elapsed().as_secs_f64(),
         log.changes,
         log.bytes,
-        index.live_len()
+        store.index().live_len()
     );
     Ok(())
 }

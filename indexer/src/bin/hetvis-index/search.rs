@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use hetvis_indexer::params::EXACT_SEARCH_MAX_LEN;
-use hetvis_indexer::{GallerySearch, Hit, Index, IndexError, MilvusStore, SearchMode};
+use hetvis_indexer::{GallerySearch, Hit, Index, IndexError, MilvusStore, SearchMode, VectorStore};
 use hetvis_models::preprocess::{preprocess_bytes, ImageLimits};
 
 use crate::place::Place;
@@ -38,7 +38,7 @@ pub fn search(
                 "--exact scans an index directory; Milvus searches its HNSW index"
             );
             let store = MilvusStore::open(target)?;
-            let location = format!("{} collection {}", store.uri(), store.collection());
+            let location = VectorStore::location(&store);
             (Box::new(store), location)
         }
     };
