@@ -9,6 +9,8 @@
 # Results: $RUNS/objectives/tier-TIER/report/ (report.json, report.md, replicate_stats.json, stats.md).
 # JOBS (default: the number of cores) trainings run side by side with one libtorch thread each; each logs to
 # $RUNS/objectives/tier-TIER/NAME.log. Finished runs are skipped, so an interrupted study resumes.
+# TAG (e.g. "-con0.1" beside EXTRA="--con-weight 0.1") is appended to each objective's group name, so runs
+# with other weights get their own rows instead of being taken for finished runs of the default weights.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ $# -lt 3 ]; then echo "usage: $0 TIER MODEL OBJECTIVE..." >&2; exit 2; fi
@@ -45,8 +47,8 @@ dirs=()
 lines=()
 for objective in "$@"; do
   for s in $seeds; do
-    dirs+=("$out/$arch-$objective-seed$s")
-    lines+=("$arch-$objective-seed$s $objective $s")
+    dirs+=("$out/$arch-$objective${TAG:-}-seed$s")
+    lines+=("$arch-$objective${TAG:-}-seed$s $objective $s")
   done
 done
 printf '%s\n' "${lines[@]}" | xargs -r -P "$jobs" -L 1 bash -c \
