@@ -52,6 +52,31 @@ fn built(n: usize) -> Index {
     idx
 }
 
+/// Exact search finds each of `ids` first by its own vector, and HNSW (at `ef`) finds at least 9 in 10 of them
+/// first. HNSW is approximate even for an item's own vector: on these well-separated synthetic clusters about 1
+/// item in 300 is unreachable from `hnsw_rs`'s descent at any ef from 64 to 256, whether it came in the first
+/// build, a later batch or a sequential insert, so no single item's HNSW answer is asserted.
+fn assert_found_by_own_vectors(idx: &Index, ids: &[String], ef: usize) {
+    let mut found = 0;
+    for id in ids {
+        let row = idx
+            .row_of(id)
+            .unwrap_or_else(|| panic!("{id} is not in the index"));
+        let q = idx.vector(row).to_vec();
+        assert_eq!(&idx.search_exact(&q, 1).unwrap()[0].id, id);
+        found += usize::from(&idx.search_hnsw(&q, 1, Some(ef)).unwrap()[0].id == id);
+    }
+    assert!(
+        found * 10 >= ids.len() * 9,
+        "HNSW found {found} of {} items by their own vectors",
+        ids.len()
+    );
+}
+
+fn ids_of(prefix: &str, range: impl Iterator<Item = usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}/{i}")).collect()
+}
+
 fn model_manifest(role: Role, compat: &str, dim: usize) -> ModelManifest {
     let spec = ModelSpec::new(
         Backbone::Mobilenetv2(MobileNetV2Spec::new(0.25, Stem::Small)),
@@ -97,18 +122,19 @@ fn save_and_open_round_trip_and_search_agrees_with_exact() {
         let hnsw = back.search_hnsw(&q, 10, Some(128)).unwrap();
         let exact = back.search_exact(&q, 10).unwrap();
         assert_eq!(hnsw.len(), 10);
-        assert_eq!(hnsw[0].id, format!("a/{row}"));
-        assert_eq!(hnsw[0], exact[0]);
-        assert!((hnsw[0].score - 1.0).abs() < 1e-5);
+        assert_eq!(exact[0].id, format!("a/{row}"));
+        assert!((exact[0].score - 1.0).abs() < 1e-5);
         assert!(hnsw.windows(2).all(|w| w[0].score >= w[1].score));
-        assert_eq!(hnsw[0].meta, Some(serde_json::json!({"i": row})));
-        // Scores of a row are identical whichever path found it.
+        // Records and scores of a row are identical whichever path found it.
         for h in &hnsw {
+            let i: usize = h.id.trim_start_matches("a/").parse().unwrap();
+            assert_eq!(h.meta, Some(serde_json::json!({ "i": i })));
             if let Some(e) = exact.iter().find(|e| e.id == h.id) {
-                assert_eq!(e.score, h.score);
+                assert_eq!(e, h);
             }
         }
     }
+    assert_found_by_own_vectors(&back, &ids_of("a", (0..3000).step_by(29)), 128);
     let all = back.search_exact(back.vector(0), 10_000).unwrap();
     assert_eq!(all.len(), 3000);
     assert!(back.search(back.vector(0), 0, None).unwrap().is_empty());
@@ -126,8 +152,7 @@ fn add_after_reopen_appends_and_persists() {
     let back = Index::open(&path).unwrap();
     assert_eq!(back.len(), 800);
     assert_eq!(back.row_of("b/299"), Some(799));
-    let q = back.vector(799).to_vec();
-    assert_eq!(back.search_hnsw(&q, 1, Some(128)).unwrap()[0].id, "b/299");
+    assert_found_by_own_vectors(&back, &ids_of("b", 0..300), 128);
 }
 
 #[test]
@@ -338,11 +363,8 @@ fn opening_without_a_graph_searches_exactly_until_one_is_installed() {
     idx.add(items(20, 7, "late")).unwrap();
     idx.install_graph(graph).unwrap();
     assert!(idx.has_graph());
-    for id in ["late/19", "a/3"] {
-        let row = idx.row_of(id).unwrap();
-        let q = idx.vector(row).to_vec();
-        assert_eq!(idx.search_hnsw(&q, 1, Some(128)).unwrap()[0].id, id);
-    }
+    assert_found_by_own_vectors(&idx, &ids_of("late", 0..20), 128);
+    assert_found_by_own_vectors(&idx, &ids_of("a", 0..200), 128);
     // A graph over more rows than the index holds is refused.
     let big = built(300).build_graph().unwrap();
     let mut small = built(10);
@@ -365,8 +387,7 @@ fn a_graphless_clone_stages_an_addition_without_touching_the_original() {
     let graph = live.clone_without_graph().build_graph().unwrap();
     let mut live = live;
     live.install_graph(graph).unwrap();
-    let q = live.vector(7).to_vec();
-    assert_eq!(live.search_hnsw(&q, 1, Some(64)).unwrap()[0].id, "a/7");
+    assert_found_by_own_vectors(&live, &ids_of("a", 0..50), 64);
 }
 
 #[test]
@@ -504,7 +525,9 @@ fn removed_items_are_never_returned_persist_and_can_be_added_again() {
     assert_eq!((compact.len(), compact.live_len()), (2001, 2001));
     assert!(compact.removed_rows().is_empty());
     assert_eq!(compact.records()[0].id, "a/1");
-    assert_eq!(compact.search_hnsw(&v, 1, Some(64)).unwrap()[0].id, "a/0");
+    let mut live_ids = ids_of("a", (1..3000).step_by(20).filter(|i| i % 3 != 0));
+    live_ids.push("a/0".into());
+    assert_found_by_own_vectors(&compact, &live_ids, 64);
 }
 
 /// A saved index of `n` rows, opened again for logged changes under its writer lock.
@@ -561,12 +584,7 @@ fn logged_changes_are_searchable_at_once_and_after_reopen_without_rewriting() {
 
     let check = |idx: &Index| {
         assert_eq!((idx.len(), idx.live_len()), (3200, 3100));
-        for (i, v) in vectors(200, 2).iter().enumerate().step_by(13) {
-            assert_eq!(
-                idx.search_hnsw(v, 1, Some(64)).unwrap()[0].id,
-                format!("b/{i}")
-            );
-        }
+        assert_found_by_own_vectors(idx, &ids_of("b", 0..200), 64);
         for q in vectors(3000, 1).iter().step_by(7).take(50) {
             let hits = idx.search_hnsw(q, 10, Some(64)).unwrap();
             assert!(hits.iter().all(|h| !gone.contains(&h.id)), "{hits:?}");
