@@ -486,7 +486,7 @@ fn removed_items_are_never_returned_persist_and_can_be_added_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idx");
     let mut idx = built(3000);
-    let gone: Vec<String> = (0..3000).step_by(3).map(|i| format!("a/{i}")).collect();
+    let gone = ids_of("a", (0..3000).step_by(3));
     let missing = idx.remove(&[gone.clone(), vec!["nope".into()]].concat());
     assert_eq!(missing, ["nope"]);
     assert_eq!((idx.len(), idx.live_len()), (3000, 2000));
@@ -560,7 +560,7 @@ fn logged_changes_are_searchable_at_once_and_after_reopen_without_rewriting() {
     let vectors_before = std::fs::metadata(path.join(VECTORS_FILE)).unwrap();
 
     let added = idx.add_logged(&lock, items(200, 2, "b")).unwrap();
-    let gone: Vec<String> = (0..100).map(|i| format!("a/{}", i * 7)).collect();
+    let gone = ids_of("a", (0..100).map(|i| i * 7));
     let (missing, removed) = idx.remove_logged(&lock, &gone).unwrap();
     assert!(missing.is_empty());
     // Each costs about its own items' bytes: 200 vectors of 16 floats plus their records; 100 ids.
